@@ -1,0 +1,288 @@
+"""Validation and the shared estimator base of every calibrator.
+
+Input convention (stated, never guessed): ``X`` is an n×K matrix of class
+scores, one column per class. ``input="logprobs"`` means unnormalised
+log-scores (log P(class | prompt) from a language model, or logits): rows need
+not sum to one in probability space and may hold ``-inf`` for a class the model
+gives no mass. ``input="probs"`` means non-negative scores, also renormalised
+per row. Either way the identity calibration is "renormalise the row".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import log_softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+INPUT_KINDS = ("logprobs", "probs")
+
+#: Renormalised log-probabilities are floored here (probability 1e-12, the
+#: ``eps`` that scikit-learn's temperature scaling adds to probabilities), so
+#: that an example whose true class got no mass (``-inf``) costs a large but
+#: finite loss instead of making every fit infinite.
+LOG_FLOOR = float(np.log(1e-12))
+
+
+def check_input_kind(input: str) -> str:
+    if input not in INPUT_KINDS:
+        raise ValueError(
+            f"input={input!r} is not a score kind; say what X holds with "
+            f"input='logprobs' (log-scores, logits) or input='probs' (probabilities)."
+        )
+    return input
+
+
+def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> np.ndarray:
+    """Validate an n×K score matrix of the stated kind; return row-normalised log-probs.
+
+    Raises ValueError naming ``name`` for NaN, +inf, negative probabilities, rows
+    without any mass and arrays that are not 2-D with at least two columns.
+    """
+    check_input_kind(input)
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D n×K array of class scores (one column per class); "
+            f"got an array of shape {X.shape}. Reshape it, e.g. {name}.reshape(-1, K)."
+        )
+    if X.shape[1] < 2:
+        raise ValueError(
+            f"{name} has {X.shape[1]} feature(s) (columns) but needs one column per "
+            f"class and at least 2 classes."
+        )
+    # One sum is much cheaper than isnan/isinf passes and is finite exactly when
+    # every entry is (barring overflow, which the slow path below sorts out).
+    all_finite = bool(np.isfinite(X.sum()))
+    if not all_finite and np.isnan(X).any():
+        raise ValueError(f"{name} contains NaN; drop or impute those rows before calibrating.")
+    if input == "probs":
+        if not all_finite and np.isinf(X).any():
+            raise ValueError(f"{name} contains inf; probabilities must be finite and >= 0.")
+        if (X < 0).any():
+            raise ValueError(
+                f"{name} has negative entries but input='probs'; pass probabilities "
+                f"(>= 0), or input='logprobs' if these are log-scores or logits."
+            )
+        totals = X.sum(axis=1)
+        if (totals <= 0).any():
+            raise ValueError(
+                f"{name} has {int((totals <= 0).sum())} row(s) whose probabilities are "
+                f"all zero; every row needs mass on at least one class."
+            )
+        with np.errstate(divide="ignore"):
+            out = np.log(X / totals[:, None])
+    else:
+        if not all_finite:
+            if np.isposinf(X).any():
+                raise ValueError(
+                    f"{name} contains +inf; log-probabilities must be finite or -inf "
+                    f"(a class with no mass)."
+                )
+            dead = np.isneginf(X).all(axis=1)
+            if dead.any():
+                raise ValueError(
+                    f"{name} has {int(dead.sum())} row(s) that are -inf for every class; "
+                    f"every row needs a finite score for at least one class."
+                )
+        out = log_softmax(X, axis=1)
+    if floor:
+        np.maximum(out, LOG_FLOOR, out=out)
+    return out
+
+
+def _as_classes(classes: Any, n_columns: int) -> np.ndarray:
+    classes_ = np.asarray(classes)
+    if classes_.ndim != 1 or len(classes_) != n_columns:
+        raise ValueError(
+            f"classes has {classes_.size} label(s) but X has {n_columns} columns; "
+            f"give exactly one label per column of X, in column order."
+        )
+    if len(np.unique(classes_)) != n_columns:
+        raise ValueError("classes has duplicate labels; each column needs its own label.")
+    return classes_
+
+
+def resolve_classes(
+    y: Any, n_columns: int, classes: Any = None, scores_classes: Any = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return ``(classes_, y encoded as column indices or None)``.
+
+    The label of each column comes, in this order, from ``classes``, from the
+    score matrix itself (the core's LabelScores carries ``.classes``), or from
+    the sorted distinct labels of ``y`` when there is one per column. When ``y``
+    lacks some class and nothing else names the columns, this refuses rather than
+    guess which column is which.
+    """
+    if classes is not None:
+        classes_ = _as_classes(classes, n_columns)
+    elif scores_classes is not None:
+        classes_ = _as_classes(list(scores_classes), n_columns)
+    elif y is None:
+        classes_ = np.arange(n_columns)
+    else:
+        present = np.unique(y)
+        if len(present) != n_columns:
+            raise ValueError(
+                f"y has {len(present)} distinct label(s) {present.tolist()[:10]} but X has "
+                f"{n_columns} columns, so which column is which label is unknown; pass "
+                f"classes=[label of column 0, label of column 1, ...]."
+            )
+        classes_ = present
+    if y is None:
+        return classes_, None
+    try:
+        order = np.argsort(classes_, kind="stable")
+        sorted_classes = classes_[order]
+        pos = np.searchsorted(sorted_classes, y)
+    except TypeError as exc:
+        raise ValueError(f"labels in y are not comparable with classes {classes_.tolist()}") from exc
+    pos = np.clip(pos, 0, n_columns - 1)
+    unknown = sorted_classes[pos] != y
+    if np.any(unknown):
+        bad = np.unique(np.asarray(y)[unknown]).tolist()[:10]
+        raise ValueError(
+            f"y has label(s) {bad} that are not among the classes {classes_.tolist()}; "
+            f"pass classes= listing the label of every column of X."
+        )
+    return classes_, order[pos]
+
+
+def check_y(y: Any, n_samples: int) -> np.ndarray:
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)
+    if len(y) != n_samples:
+        raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows; give one label per row.")
+    return y
+
+
+class BaseCalibrator(ClassifierMixin, BaseEstimator):
+    """Shared boundary of every calibrator: validation, classes_, predict*.
+
+    Subclasses set ``self`` up in ``_fit(logp, y_idx, sample_weight)`` from the
+    validated, row-normalised log-probabilities and the labels encoded as column
+    indices (``None`` where labels are optional and absent), and map log-probs to
+    calibrated log-probs in ``_calibrate(logp)``.
+    """
+
+    _requires_y = True
+
+    def __init__(self, *, input: str = "logprobs", classes: Any = None) -> None:
+        self.input = input
+        self.classes = classes
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.positive_only = self.input == "probs"
+        tags.target_tags.required = self._requires_y
+        return tags
+
+    def _validate_X(self, X: Any, *, reset: bool) -> np.ndarray:
+        check_input_kind(self.input)
+        X = validate_data(
+            self, X, reset=reset, dtype=np.float64, ensure_all_finite=False,
+            ensure_min_features=1,
+        )
+        return to_log_proba(X, self.input)
+
+    def _validate_fit(self, X: Any, y: Any, sample_weight: Any = None):
+        scores_classes = getattr(X, "classes", None) if not isinstance(X, np.ndarray) else None
+        logp = self._validate_X(X, reset=True)
+        if y is None and self._requires_y:
+            raise ValueError(f"{type(self).__name__} needs labels: call fit(X, y).")
+        if y is not None:
+            y = check_y(y, logp.shape[0])
+        self.classes_, y_idx = resolve_classes(y, logp.shape[1], self.classes, scores_classes)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, logp)
+        return logp, y_idx, sample_weight
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "BaseCalibrator":
+        """Fit the calibrator on an n×K score matrix X and labels y.
+
+        Returns the fitted calibrator.
+        """
+        logp, y_idx, sample_weight = self._validate_fit(X, y, sample_weight)
+        self._fit(logp, y_idx, sample_weight)
+        return self
+
+    def _fit(self, logp: np.ndarray, y_idx: np.ndarray | None, sample_weight: np.ndarray | None):
+        raise NotImplementedError
+
+    def _calibrate(self, logp: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Calibrated log-probabilities, n×K, columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        return self._calibrate(self._validate_X(X, reset=False))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Calibrated probabilities, n×K; each row sums to one."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class label for each row."""
+        return self.classes_[np.argmax(self.predict_log_proba(X), axis=1)]
+
+
+BINNINGS = ("width", "mass")
+
+
+def equal_mass_edges(x: np.ndarray, n_bins: int) -> np.ndarray:
+    """Inner edges of ``n_bins`` equal-mass bins over ``x`` (Kumar et al. 2019's scheme).
+
+    The sorted values are split into ``n_bins`` runs of (almost) equal size
+    (``np.array_split``); each edge is the midpoint between the last value of
+    one run and the first of the next. Duplicate edges collapse, so a run of
+    ties that straddles a split point never lands in two bins. Used with
+    ``np.searchsorted(edges, x, side="left")``: bins are right-closed and a tie
+    sits in the lower bin.
+    """
+    n = x.shape[0]
+    n_bins = min(n_bins, n)
+    if n_bins <= 1:
+        return np.empty(0)
+    q, r = divmod(n, n_bins)
+    splits = np.arange(1, n_bins) * q + np.minimum(np.arange(1, n_bins), r)
+    # partition is O(n) per order statistic; a full sort of 10^7 values is not.
+    kth = np.unique(np.concatenate([splits - 1, splits]))
+    part = np.partition(x, kth)
+    return np.unique((part[splits - 1] + part[splits]) / 2.0)
+
+
+def check_binning(bins: Any, binning: str) -> None:
+    if binning not in BINNINGS:
+        raise ValueError(f"binning={binning!r}; use 'width' (equal-width) or 'mass' (equal-mass).")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins={bins!r}; give the number of bins as a positive integer.")
+
+
+def bin_index(x: np.ndarray, bins: int, binning: str) -> tuple[np.ndarray, int, np.ndarray]:
+    """Assign values in [0, 1] to bins; return ``(index, n_bins, edges)``.
+
+    ``binning="width"``: ``bins`` equal-width bins ``[i/B, (i+1)/B)``, the last
+    one closed (as numpy's histogram and netcal). ``binning="mass"``: see
+    :func:`equal_mass_edges`. ``edges`` includes 0 and 1.
+    """
+    check_binning(bins, binning)
+    if binning == "width":
+        edges = np.linspace(0.0, 1.0, bins + 1)
+    else:
+        edges = np.concatenate([[0.0], equal_mass_edges(x, int(bins)), [1.0]])
+    return assign_bins(x, edges, binning), len(edges) - 1, edges
+
+
+def assign_bins(x: np.ndarray, edges: np.ndarray, binning: str) -> np.ndarray:
+    """Bin index of each value, for edges made by :func:`bin_index`."""
+    n_bins = len(edges) - 1
+    if binning == "width":
+        # x * B is exact enough and several times faster than searchsorted at 10^7 values.
+        idx = (x * n_bins).astype(np.intp)
+        return np.minimum(idx, n_bins - 1, out=idx)
+    return np.searchsorted(edges[1:-1], x, side="left")
