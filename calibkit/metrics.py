@@ -32,7 +32,12 @@ import numpy as np
 from scipy.signal import fftconvolve
 from scipy.special import softmax
 
-from .calibration._base import bin_index, check_binning, check_input_kind, resolve_classes
+from .calibration._base import (
+    bin_index,
+    check_binning,
+    check_input_kind,
+    resolve_classes,
+)
 
 __all__ = [
     "to_probs",

@@ -14,7 +14,12 @@ unnormalised log-scores such as the core's LabelScores, or logits) or
 
 from .binning import HistogramBinning, IsotonicCalibration
 from .crossfit import CrossFitCalibration, cross_val_calibrate
-from .prior import BatchCalibration, ContextualCalibration, DomainContextCalibration, random_domain_texts
+from .prior import (
+    BatchCalibration,
+    ContextualCalibration,
+    DomainContextCalibration,
+    random_domain_texts,
+)
 from .scaling import MatrixScaling, PlattScaling, TemperatureScaling, VectorScaling
 
 __all__ = [

@@ -17,7 +17,11 @@ from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 INPUT_KINDS = ("logprobs", "probs")
 
@@ -37,6 +41,14 @@ def check_input_kind(input: str) -> str:
     return input
 
 
+def check_columns(X: np.ndarray, name: str = "X") -> None:
+    if X.shape[1] < 2:
+        raise ValueError(
+            f"{name} has {X.shape[1]} feature(s) (columns) but needs one column per "
+            f"class and at least 2 classes."
+        )
+
+
 def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> np.ndarray:
     """Validate an n×K score matrix of the stated kind; return row-normalised log-probs.
 
@@ -50,11 +62,7 @@ def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> 
             f"{name} must be a 2-D n×K array of class scores (one column per class); "
             f"got an array of shape {X.shape}. Reshape it, e.g. {name}.reshape(-1, K)."
         )
-    if X.shape[1] < 2:
-        raise ValueError(
-            f"{name} has {X.shape[1]} feature(s) (columns) but needs one column per "
-            f"class and at least 2 classes."
-        )
+    check_columns(X, name)
     # One sum is much cheaper than isnan/isinf passes and is finite exactly when
     # every entry is (barring overflow, which the slow path below sorts out).
     all_finite = bool(np.isfinite(X.sum()))
@@ -65,7 +73,7 @@ def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> 
             raise ValueError(f"{name} contains inf; probabilities must be finite and >= 0.")
         if (X < 0).any():
             raise ValueError(
-                f"{name} has negative entries but input='probs'; pass probabilities "
+                f"Negative values in data: {name} has negative entries but input='probs'; pass probabilities "
                 f"(>= 0), or input='logprobs' if these are log-scores or logits."
             )
         totals = X.sum(axis=1)
@@ -107,30 +115,51 @@ def _as_classes(classes: Any, n_columns: int) -> np.ndarray:
     return classes_
 
 
+def _all_in(values: np.ndarray, labels: list) -> bool:
+    try:
+        return bool(np.isin(values, np.asarray(labels)).all())
+    except TypeError:  # labels of incomparable types
+        return False
+
+
+def _column_indices(y: np.ndarray, n_columns: int) -> bool:
+    """Whether every label is a whole number in 0..n_columns-1 (ints, or floats like 1.0)."""
+    if y.dtype.kind not in "iubf" or not y.size:
+        return False
+    return bool(y.min() >= 0 and y.max() < n_columns and (y.dtype.kind != "f" or np.all(y == np.round(y))))
+
+
 def resolve_classes(
     y: Any, n_columns: int, classes: Any = None, scores_classes: Any = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Return ``(classes_, y encoded as column indices or None)``.
 
-    The label of each column comes, in this order, from ``classes``, from the
-    score matrix itself (the core's LabelScores carries ``.classes``), or from
-    the sorted distinct labels of ``y`` when there is one per column. When ``y``
-    lacks some class and nothing else names the columns, this refuses rather than
-    guess which column is which.
+    The label of each column comes from the first rule that applies:
+
+    1. ``classes``, given by the caller;
+    2. the score matrix's own names (the core's LabelScores has ``.classes``),
+       when every label in ``y`` is one of them;
+    3. whole-number labels that all lie in ``0..K-1`` are column indices
+       (``classes_ = [0, ..., K-1]``), the convention of calibkit.metrics;
+    4. the sorted distinct labels of ``y``, when there is one per column.
+
+    Otherwise it refuses rather than guess which column is which label.
     """
+    y_arr = None if y is None else np.asarray(y)
     if classes is not None:
         classes_ = _as_classes(classes, n_columns)
-    elif scores_classes is not None:
+    elif scores_classes is not None and (y_arr is None or _all_in(y_arr, list(scores_classes))):
         classes_ = _as_classes(list(scores_classes), n_columns)
-    elif y is None:
+    elif y_arr is None or _column_indices(y_arr, n_columns):
         classes_ = np.arange(n_columns)
     else:
-        present = np.unique(y)
+        present = np.unique(y_arr)
         if len(present) != n_columns:
             raise ValueError(
                 f"y has {len(present)} distinct label(s) {present.tolist()[:10]} but X has "
                 f"{n_columns} columns, so which column is which label is unknown; pass "
-                f"classes=[label of column 0, label of column 1, ...]."
+                f"classes=[label of column 0, label of column 1, ...] (integer labels "
+                f"0..{n_columns - 1} are taken as column indices)."
             )
         classes_ = present
     if y is None:
@@ -160,6 +189,13 @@ def check_y(y: Any, n_samples: int) -> np.ndarray:
     return y
 
 
+def check_sample_weight(sample_weight: Any, X: np.ndarray) -> np.ndarray:
+    sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+    if not sample_weight.sum() > 0:
+        raise ValueError("sample_weight sums to zero; give some rows positive weight.")
+    return sample_weight
+
+
 class BaseCalibrator(ClassifierMixin, BaseEstimator):
     """Shared boundary of every calibrator: validation, classes_, predict*.
 
@@ -182,27 +218,43 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
         tags.target_tags.required = self._requires_y
         return tags
 
-    def _validate_X(self, X: Any, *, reset: bool) -> np.ndarray:
+    def _check_array(self, X: Any, *, reset: bool) -> np.ndarray:
         check_input_kind(self.input)
-        X = validate_data(
-            self, X, reset=reset, dtype=np.float64, ensure_all_finite=False,
-            ensure_min_features=1,
-        )
+        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite=False)
+
+    def _log_proba(self, X: np.ndarray) -> np.ndarray:
         return to_log_proba(X, self.input)
 
-    def _validate_fit(self, X: Any, y: Any, sample_weight: Any = None):
+    def _check_targets(self, y: np.ndarray) -> None:
+        """Hook for calibrators that restrict the labels (PlattScaling)."""
+
+    def _validate_X(self, X: Any, *, reset: bool) -> np.ndarray:
+        return self._log_proba(self._check_array(X, reset=reset))
+
+    def _validate_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None):
         scores_classes = getattr(X, "classes", None) if not isinstance(X, np.ndarray) else None
-        logp = self._validate_X(X, reset=True)
+        X = self._check_array(X, reset=True)
         if y is None and self._requires_y:
-            raise ValueError(f"{type(self).__name__} needs labels: call fit(X, y).")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None: "
+                f"call fit(X, y) with one label per row."
+            )
         if y is not None:
-            y = check_y(y, logp.shape[0])
-        self.classes_, y_idx = resolve_classes(y, logp.shape[1], self.classes, scores_classes)
+            y = check_y(y, X.shape[0])
+            if self._requires_y and len(np.unique(y)) < 2:
+                raise ValueError(
+                    f"y holds 1 class only; {type(self).__name__} needs calibration labels of "
+                    f"at least 2 classes (list the others in classes= if X has their columns)."
+                )
+            self._check_targets(y)
+        logp = self._log_proba(X)
+        classes = self.classes if classes is None else classes
+        self.classes_, y_idx = resolve_classes(y, logp.shape[1], classes, scores_classes)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, logp)
+            sample_weight = check_sample_weight(sample_weight, logp)
         return logp, y_idx, sample_weight
 
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "BaseCalibrator":
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseCalibrator:
         """Fit the calibrator on an n×K score matrix X and labels y.
 
         Returns the fitted calibrator.
@@ -228,7 +280,8 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class label for each row."""
-        return self.classes_[np.argmax(self.predict_log_proba(X), axis=1)]
+        log_proba = self.predict_log_proba(X)
+        return self.classes_[np.argmax(log_proba, axis=1)]
 
 
 BINNINGS = ("width", "mass")

@@ -126,15 +126,19 @@ class HistogramBinning(_OneVsRest):
         self.bins = bins
         self.binning = binning
 
+    def fit(self, X: Any, y: Any) -> HistogramBinning:
+        """Fit the bins' frequencies on scores X and labels y (no sample weights:
+        equal-mass bins are defined by counts)."""
+        return super().fit(X, y)
+
     def _fit(self, logp, y_idx, sample_weight):
         check_binning(self.bins, self.binning)
         super()._fit(logp, y_idx, sample_weight)
 
     def _fit_column(self, x, target, sample_weight):
         idx, n_bins, edges = bin_index(x, self.bins, self.binning)
-        w = np.ones_like(x) if sample_weight is None else sample_weight
-        mass = np.bincount(idx, weights=w, minlength=n_bins)
-        hits = np.bincount(idx, weights=w * target, minlength=n_bins)
+        mass = np.bincount(idx, minlength=n_bins)
+        hits = np.bincount(idx, weights=target, minlength=n_bins)
         mid = (edges[:-1] + edges[1:]) / 2
         values = np.where(mass > 0, hits / np.where(mass > 0, mass, 1.0), mid)
         return edges, values

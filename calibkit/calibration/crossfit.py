@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.model_selection import check_cv
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._base import check_y, resolve_classes
+from ._base import check_columns, check_y, resolve_classes
 
 
 def _with_classes(calibrator: Any, classes: np.ndarray) -> Any:
@@ -30,9 +30,11 @@ def _with_classes(calibrator: Any, classes: np.ndarray) -> Any:
 
 def _folds(calibrator: Any, X: Any, y: Any, cv: Any, classes: Any):
     scores_classes = None if isinstance(X, np.ndarray) else getattr(X, "classes", None)
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be a 2-D n×K array of class scores; got shape {X.shape}.")
+    # -inf is a legitimate log-score; the calibrator validates the rest per fold.
+    X = check_array(X, dtype=np.float64, ensure_all_finite=False)
+    if np.isnan(X).any() or np.isposinf(X).any():
+        raise ValueError("X contains NaN or +inf; class scores must be finite (or -inf log-scores).")
+    check_columns(X)
     y = check_y(y, len(X))
     if classes is None:
         classes = calibrator.get_params().get("classes")
@@ -127,7 +129,7 @@ class CrossFitCalibration(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         tags.classifier_tags = inner.classifier_tags
         return tags
 
-    def fit(self, X: Any, y: Any) -> "CrossFitCalibration":
+    def fit(self, X: Any, y: Any) -> CrossFitCalibration:
         """Fit one calibrator per fold and record out-of-fold probabilities."""
         X, y, self.classes_, splits = _folds(self.calibrator, X, y, self.cv, self.classes)
         self.calibrators_ = []
@@ -150,4 +152,5 @@ class CrossFitCalibration(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class label for each row."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]

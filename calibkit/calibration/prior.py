@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 from sklearn.base import TransformerMixin
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseCalibrator, check_input_kind, to_log_proba
+from ._base import BaseCalibrator, check_input_kind, check_sample_weight, to_log_proba
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
@@ -113,7 +113,7 @@ class ContextualCalibration(_PriorCorrection):
         super().__init__(input=input, classes=classes)
         self.content_free = content_free
 
-    def fit(self, X: Any, y: Any = None) -> "ContextualCalibration":
+    def fit(self, X: Any, y: Any = None) -> ContextualCalibration:
         """Check X (and y if given) and take the prior from ``content_free``; X's values are unused."""
         logp, _, _ = self._validate_fit(X, y)
         if self.content_free is None:
@@ -139,7 +139,7 @@ class ContextualCalibration(_PriorCorrection):
         *,
         content_free: Sequence[str] = CONTENT_FREE,
         method: str = "auto",
-    ) -> "ContextualCalibration":
+    ) -> ContextualCalibration:
         """Score the content-free strings through the core and return the unfitted calibrator.
 
         Every field of ``template`` is filled with the content-free string, so
@@ -203,7 +203,7 @@ class DomainContextCalibration(ContextualCalibration):
         length: int | None = None,
         seed: int | None = 0,
         method: str = "auto",
-    ) -> "DomainContextCalibration":
+    ) -> DomainContextCalibration:
         """Score ``n_samples`` random in-domain strings drawn from ``texts`` through the core."""
         strings = random_domain_texts(texts, n_samples=n_samples, length=length, seed=seed)
         return super().from_backend(backend, template, verbalizer, content_free=strings, method=method)
@@ -238,26 +238,32 @@ class BatchCalibration(_PriorCorrection):
     def __init__(self, *, input: str = "logprobs", classes: Any = None) -> None:
         super().__init__(input=input, classes=classes)
 
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "BatchCalibration":
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BatchCalibration:
         """Estimate the prior as the (weighted) mean class distribution of X's rows."""
         logp, _, sample_weight = self._validate_fit(X, y, sample_weight)
         self.n_seen_ = 0.0
         return self._update(logp, sample_weight)
 
-    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> "BatchCalibration":
-        """Fold another batch of rows into the running mean (the first call is ``fit``)."""
+    def partial_fit(
+        self, X: Any, y: Any = None, classes: Any = None, sample_weight: Any = None
+    ) -> BatchCalibration:
+        """Fold another batch of rows into the running mean.
+
+        The first call is ``fit`` (``classes``, as in scikit-learn's
+        ``partial_fit``, may name the columns then); later calls only update.
+        """
         if not hasattr(self, "n_seen_"):
-            return self.fit(X, y, sample_weight)
+            logp, _, sample_weight = self._validate_fit(X, y, sample_weight, classes=classes)
+            self.n_seen_ = 0.0
+            return self._update(logp, sample_weight)
         logp = self._validate_X(X, reset=False)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, logp)
+            sample_weight = check_sample_weight(sample_weight, logp)
         return self._update(logp, sample_weight)
 
-    def _update(self, logp: np.ndarray, sample_weight: np.ndarray | None) -> "BatchCalibration":
+    def _update(self, logp: np.ndarray, sample_weight: np.ndarray | None) -> BatchCalibration:
         w = np.ones(len(logp)) if sample_weight is None else sample_weight
         mass = float(w.sum())
-        if not mass > 0:
-            raise ValueError("sample_weight sums to zero; give the batch some weight.")
         mean = np.exp(logp).T @ w / mass
         total = self.n_seen_ + mass
         if self.n_seen_ > 0:
