@@ -1,0 +1,340 @@
+"""Prompt templates and verbalizers: examples to prompts, classes to surface forms.
+
+A :class:`PromptTemplate` formats one example (a string, a dict, a pandas row) into a
+prompt, after optional instructions and few-shot demonstrations. A
+:class:`Verbalizer` maps each class to one or more surface forms; a class's
+probability is the sum over its forms. :func:`check_traps` looks for the tokenization
+traps that silently ruin scores.
+
+Example
+-------
+>>> tpl = PromptTemplate("Review: {text}\\nSentiment:")
+>>> tpl.format("a gorgeous film")
+'Review: a gorgeous film\\nSentiment:'
+>>> verb = Verbalizer({"negative": [" negative", " bad"], "positive": " positive"})
+>>> verb.classes, verb.forms
+(['negative', 'positive'], [[' negative', ' bad'], [' positive']])
+"""
+
+from __future__ import annotations
+
+import string
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+
+__all__ = [
+    "PromptTemplate",
+    "TokenizationTrap",
+    "TokenizationWarning",
+    "Verbalizer",
+    "check_traps",
+]
+
+
+class TokenizationWarning(UserWarning):
+    """A template/verbalizer pair that tokenizes in a way that distorts scores."""
+
+
+def _fields_of(text: str, what: str) -> list[str]:
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as e:
+        raise ValueError(f"{what} is not a valid format string ({e}); write literal braces as {{{{ and }}}}") from e
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            raise ValueError(f"{what} must name its fields, as in 'Review: {{text}}' (found {{{name}}})")
+        base = name.split(".")[0].split("[")[0]
+        if base not in names:
+            names.append(base)
+    return names
+
+
+def _as_mapping(example: Any, fields: list[str]) -> Mapping[str, Any]:
+    if isinstance(example, str):
+        if len(fields) != 1:
+            raise ValueError(
+                f"the template has fields {fields}; pass a dict or a DataFrame row with those keys, "
+                f"not a single string"
+            )
+        return {fields[0]: example}
+    if isinstance(example, Mapping):
+        return example
+    if hasattr(example, "to_dict"):  # pandas Series (a DataFrame row)
+        return example.to_dict()
+    if isinstance(example, (tuple, list)) and len(example) == len(fields):
+        return dict(zip(fields, example))
+    raise TypeError(
+        f"an example must be a string, a dict or a pandas row (got {type(example).__name__})"
+    )
+
+
+class PromptTemplate:
+    """Formats examples into prompts.
+
+    Parameters
+    ----------
+    template : a format string with named fields, e.g. ``"Premise: {premise}\\n
+        Hypothesis: {hypothesis}\\nAnswer:"``. The model's next token after it is
+        what gets scored, so it ends where the label should begin.
+    instructions : text placed before everything else.
+    demonstrations : few-shot examples as ``(example, label)`` pairs; each is
+        rendered with the template followed by the label's first surface form.
+    separator : what joins instructions and demonstrations to the query.
+
+    >>> tpl = PromptTemplate("Q: {q}\\nA:", instructions="Answer yes or no.",
+    ...                      demonstrations=[("Is ice cold?", "yes")])
+    >>> print(tpl.format({"q": "Is fire cold?"}, verbalizer=Verbalizer({"yes": " yes", "no": " no"})))
+    Answer yes or no.
+    <BLANKLINE>
+    Q: Is ice cold?
+    A: yes
+    <BLANKLINE>
+    Q: Is fire cold?
+    A:
+    """
+
+    def __init__(
+        self,
+        template: str,
+        *,
+        instructions: str = "",
+        demonstrations: Sequence[tuple[Any, Hashable]] = (),
+        separator: str = "\n\n",
+    ):
+        if not isinstance(template, str) or not template:
+            raise ValueError("template must be a non-empty format string such as 'Review: {text}\\nSentiment:'")
+        self.template = template
+        self.fields = _fields_of(template, "template")
+        if not self.fields:
+            raise ValueError("template has no field: write where the example goes, as in 'Review: {text}'")
+        self.instructions = instructions
+        self.demonstrations = [tuple(d) for d in demonstrations]
+        for i, d in enumerate(self.demonstrations):
+            if len(d) != 2:
+                raise ValueError(f"demonstrations[{i}] must be an (example, label) pair")
+        self.separator = separator
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.instructions:
+            extra += f", instructions={self.instructions!r}"
+        if self.demonstrations:
+            extra += f", demonstrations=<{len(self.demonstrations)}>"
+        return f"PromptTemplate({self.template!r}{extra})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PromptTemplate) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(repr(self._key()))
+
+    def _key(self) -> tuple:
+        return (self.template, self.instructions, repr(self.demonstrations), self.separator)
+
+    def _query(self, example: Any) -> str:
+        values = _as_mapping(example, self.fields)
+        missing = [f for f in self.fields if f not in values]
+        if missing:
+            raise KeyError(
+                f"the example has no {missing[0]!r} (the template needs {self.fields}; "
+                f"it has {sorted(map(str, values))})"
+            )
+        return self.template.format(**{f: values[f] for f in self.fields})
+
+    def prefix(self, verbalizer: "Verbalizer | None" = None) -> str:
+        """Instructions and demonstrations, with the separator: the part every prompt shares."""
+        parts = [self.instructions] if self.instructions else []
+        if self.demonstrations:
+            if verbalizer is None:
+                raise ValueError(
+                    "this template has demonstrations: pass verbalizer= so that their labels "
+                    "can be written with the label's surface form"
+                )
+            for ex, label in self.demonstrations:
+                parts.append(self._query(ex) + verbalizer.form_of(label))
+        return "".join(p + self.separator for p in parts)
+
+    def format(self, example: Any, verbalizer: "Verbalizer | None" = None) -> str:
+        """The prompt for one example."""
+        return self.prefix(verbalizer) + self._query(example)
+
+    def format_many(self, examples: Any, verbalizer: "Verbalizer | None" = None) -> list[str]:
+        """Prompts for a list of strings or dicts, a pandas Series, or a DataFrame (one row each)."""
+        prefix = self.prefix(verbalizer)
+        return [prefix + self._query(ex) for ex in iter_examples(examples)]
+
+
+def iter_examples(examples: Any) -> list[Any]:
+    """Examples as a list: a DataFrame gives its rows as dicts, a Series its values."""
+    if isinstance(examples, str):
+        raise TypeError("examples must be a list of examples, not one string: wrap it as [text]")
+    if hasattr(examples, "to_dict") and hasattr(examples, "columns"):  # DataFrame
+        return examples.to_dict("records")
+    if hasattr(examples, "tolist") and not isinstance(examples, Mapping):  # Series, ndarray
+        return list(examples.tolist())
+    return list(examples)
+
+
+class Verbalizer:
+    """Maps each class to one or more surface forms.
+
+    ``mapping`` is ``{class: form}`` or ``{class: [form, ...]}``, in class order.
+    Forms usually start with a space, as they would follow ``"Sentiment:"``.
+
+    >>> v = Verbalizer({0: " negative", 1: [" positive", " good"]})
+    >>> v.classes, v.form_of(1)
+    ([0, 1], ' positive')
+    """
+
+    def __init__(self, mapping: Mapping[Hashable, str | Sequence[str]]):
+        if not isinstance(mapping, Mapping) or len(mapping) < 2:
+            raise ValueError("a verbalizer needs a mapping of at least two classes to their surface forms")
+        self.classes: list[Hashable] = list(mapping)
+        self.forms: list[list[str]] = []
+        seen: dict[str, Hashable] = {}
+        for c, fs in mapping.items():
+            forms = [fs] if isinstance(fs, str) else list(fs)
+            if not forms or not all(isinstance(f, str) and f for f in forms):
+                raise ValueError(f"class {c!r} needs at least one non-empty surface form (got {fs!r})")
+            for f in forms:
+                if f in seen:
+                    raise ValueError(f"the form {f!r} is given for both {seen[f]!r} and {c!r}; each form belongs to one class")
+                seen[f] = c
+            self.forms.append(list(dict.fromkeys(forms)))
+
+    @property
+    def mapping(self) -> dict[Hashable, list[str]]:
+        return dict(zip(self.classes, self.forms))
+
+    @property
+    def all_forms(self) -> list[str]:
+        """Every form, class by class."""
+        return [f for fs in self.forms for f in fs]
+
+    @property
+    def form_class(self) -> list[int]:
+        """For each entry of :attr:`all_forms`, the index of its class."""
+        return [k for k, fs in enumerate(self.forms) for _ in fs]
+
+    def form_of(self, label: Hashable) -> str:
+        """The first (canonical) form of a class, used to write demonstrations."""
+        try:
+            return self.forms[self.classes.index(label)][0]
+        except ValueError:
+            raise KeyError(f"{label!r} is not a class of this verbalizer (classes: {self.classes})") from None
+
+    def __repr__(self) -> str:
+        return f"Verbalizer({self.mapping!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verbalizer) and self.mapping == other.mapping
+
+    def __hash__(self) -> int:
+        return hash(repr(self.mapping))
+
+
+@dataclass
+class TokenizationTrap:
+    """One trap found by :func:`check_traps`."""
+
+    kind: str  # "trailing-space", "multi-token", "shared-first-token", "case-variant", "boundary-merge"
+    message: str
+    forms: list[str] = field(default_factory=list)
+
+
+def check_traps(
+    template: PromptTemplate,
+    verbalizer: Verbalizer,
+    backend: "Backend | None" = None,
+    example: Any = None,
+) -> list[TokenizationTrap]:
+    """Find the tokenization traps of a template and verbalizer.
+
+    Without a backend only the text is checked (a template ending in whitespace before
+    forms that start with one, case variants across classes). With one, the forms are
+    tokenized after a real prompt (``example``, or a placeholder): forms of several
+    tokens, classes whose forms share a first token, and forms whose first token
+    merges with the end of the prompt.
+
+    >>> traps = check_traps(PromptTemplate("Sentiment: {text} "), Verbalizer({"a": " good", "b": " bad"}))
+    >>> [t.kind for t in traps]
+    ['trailing-space']
+    """
+    traps: list[TokenizationTrap] = []
+    if template.template[-1].isspace():
+        spaced = [f for f in verbalizer.all_forms if f[:1].isspace()]
+        if spaced:
+            traps.append(
+                TokenizationTrap(
+                    "trailing-space",
+                    f"the template ends in whitespace and the forms {spaced} start with a space: "
+                    "the model would have to predict a second space; drop the template's trailing space",
+                    spaced,
+                )
+            )
+    lowered: dict[str, list[tuple[int, str]]] = {}
+    for k, fs in enumerate(verbalizer.forms):
+        for f in fs:
+            lowered.setdefault(f.strip().lower(), []).append((k, f))
+    for variants in lowered.values():
+        if len({k for k, _ in variants}) > 1:
+            fs = [f for _, f in variants]
+            traps.append(
+                TokenizationTrap(
+                    "case-variant",
+                    f"the forms {fs} differ only in case or spacing but belong to different classes",
+                    fs,
+                )
+            )
+    if backend is None:
+        return traps
+    if example is None:
+        example = {f: "example" for f in template.fields}
+    prompt = template.format(example, verbalizer)
+    tokens = backend.form_tokens(prompt, verbalizer.all_forms)
+    first_owner: dict[str, set[int]] = {}
+    for f, k, toks in zip(verbalizer.all_forms, verbalizer.form_class, tokens):
+        if toks is None:
+            traps.append(
+                TokenizationTrap(
+                    "boundary-merge",
+                    f"the form {f!r} merges with the end of the prompt into one token, so no "
+                    "next-token probability belongs to it; end the template earlier or change the form",
+                    [f],
+                )
+            )
+            continue
+        if len(toks) > 1:
+            traps.append(
+                TokenizationTrap(
+                    "multi-token",
+                    f"the form {f!r} is {len(toks)} tokens {toks}: top-k scoring sees only its first "
+                    "token; method='auto' or 'exact' scores it whole",
+                    [f],
+                )
+            )
+        first_owner.setdefault(toks[0], set()).add(k)
+    for tok, owners in first_owner.items():
+        if len(owners) > 1:
+            fs = [f for f, t in zip(verbalizer.all_forms, tokens) if t and t[0] == tok]
+            traps.append(
+                TokenizationTrap(
+                    "shared-first-token",
+                    f"the forms {fs} of different classes start with the same token {tok!r}: "
+                    "their first token cannot tell the classes apart; use method='exact'",
+                    fs,
+                )
+            )
+    return traps
+
+
+def warn_traps(traps: list[TokenizationTrap]) -> None:
+    for t in traps:
+        warnings.warn(t.message, TokenizationWarning, stacklevel=3)
