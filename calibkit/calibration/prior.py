@@ -244,6 +244,14 @@ class BatchCalibration(_PriorCorrection):
         self.n_seen_ = 0.0
         return self._update(logp, sample_weight)
 
+    @classmethod
+    def from_backend(
+        cls, backend: Any, template: Any, verbalizer: Any, *, examples: Sequence[Any], method: str = "auto"
+    ) -> BatchCalibration:
+        """Score unlabelled ``examples`` (the batch, or an in-domain pool) through the core and fit on them."""
+        scores = _score_examples(list(examples), template, verbalizer, backend, method)
+        return cls(input="logprobs", classes=list(scores.classes)).fit(np.asarray(scores))
+
     def partial_fit(
         self, X: Any, y: Any = None, classes: Any = None, sample_weight: Any = None
     ) -> BatchCalibration:
