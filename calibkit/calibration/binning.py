@@ -47,7 +47,8 @@ class _OneVsRest(BaseCalibrator):
             out[:, 0] = 1.0 - out[:, 1]
         else:
             out /= out.sum(axis=1, keepdims=True)
-        return np.log(out)
+        with np.errstate(divide="ignore"):  # clip=0 allows exact zeros
+            return np.log(out)
 
 
 class IsotonicCalibration(_OneVsRest):
