@@ -240,7 +240,7 @@ def brier_decomposition(
     y, p = _prepare(y, p, input, classes)
     n, k = p.shape
     onehot = _one_hot(y, k)
-    count, sum_p, sum_o = _binned_stats(p, onehot, bins, binning)
+    count, sum_p, sum_o, _ = _binned_stats(p, onehot, bins, binning)
     safe = np.maximum(count, 1)
     base = onehot.mean(axis=0)[:, None]
     rel = np.sum(count * (sum_p / safe - sum_o / safe) ** 2) / n
@@ -252,21 +252,25 @@ def brier_decomposition(
 
 
 def _binned_stats(conf: np.ndarray, hit: np.ndarray, bins: int, binning: str):
-    """Per-bin counts, summed confidence and summed hits of each column (groups × bins).
+    """Per-bin counts, summed confidence and summed hits of each column (groups × bins),
+    and each column's bin edges.
 
     Each column (a class, or the single top-label column) gets its own bins, so
-    equal-mass edges follow that column's distribution.
+    equal-mass edges follow that column's distribution; a column with fewer
+    distinct equal-mass bins leaves the tail of its row empty.
     """
     check_binning(bins, binning)
     groups = conf.shape[1]
     count, sum_conf, sum_hit = (np.zeros((groups, bins)) for _ in range(3))
+    edges = []
     for j in range(groups):
         c = np.ascontiguousarray(conf[:, j])
-        idx, n_bins, _ = bin_index(c, bins, binning)
+        idx, n_bins, col_edges = bin_index(c, bins, binning)
         count[j, :n_bins] = np.bincount(idx, minlength=n_bins)
         sum_conf[j, :n_bins] = np.bincount(idx, weights=c, minlength=n_bins)
         sum_hit[j, :n_bins] = np.bincount(idx, weights=hit[:, j], minlength=n_bins)
-    return count, sum_conf, sum_hit
+        edges.append(col_edges)
+    return count, sum_conf, sum_hit, edges
 
 
 def _one_hot(y: np.ndarray, k: int) -> np.ndarray:
@@ -318,7 +322,7 @@ def ece(
     """
     _check_choice("norm", norm, NORMS)
     y, p = _prepare(y, p, input, classes)
-    count, sum_conf, sum_hit = _binned_stats(*_conf_hit(y, p, reduction), bins, binning)
+    count, sum_conf, sum_hit, _ = _binned_stats(*_conf_hit(y, p, reduction), bins, binning)
     n = p.shape[0]
     gap = np.abs(sum_hit - sum_conf)  # = count * |acc - conf|
     if norm == "l1":
@@ -364,7 +368,7 @@ def debiased_ece(
     0.25
     """
     y, p = _prepare(y, p, input, classes)
-    count, sum_conf, sum_hit = _binned_stats(*_conf_hit(y, p, reduction), bins, binning)
+    count, sum_conf, sum_hit, _ = _binned_stats(*_conf_hit(y, p, reduction), bins, binning)
     safe = np.maximum(count, 1)
     acc = sum_hit / safe
     term = (sum_conf / safe - acc) ** 2 - acc * (1 - acc) / np.maximum(count - 1, 1)

@@ -1,0 +1,263 @@
+"""Reliability diagrams: the data (:func:`reliability_data`) apart from the drawing.
+
+The data is a plain dataclass (``.to_frame()`` gives a pandas DataFrame of the
+bins) and needs numpy only; drawing needs matplotlib, the ``plot`` extra
+(``pip install 'calibkit[plot]'``), imported only when a plot is made.
+
+Examples
+--------
+>>> import numpy as np
+>>> from calibkit.diagrams import reliability_data
+>>> rng = np.random.default_rng(0)
+>>> q = rng.uniform(0.5, 1.0, 1000)
+>>> y = (rng.uniform(size=1000) > q).astype(int)   # calibrated: P(y = 0) = q
+>>> data = reliability_data(y, np.stack([q, 1 - q], 1), bins=5)
+>>> data.counts.sum(), round(data.ece, 2)
+(np.int64(1000), 0.02)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from .metrics import _binned_stats, _prepare, _smece_at, _smece_sigma, _smooth_residual, _top_label
+
+__all__ = ["ReliabilityData", "reliability_data", "plot_reliability", "plot_reliability_grid"]
+
+INTERVALS = ("wilson", "clopper-pearson")
+
+
+@dataclass(frozen=True)
+class ReliabilityData:
+    """Everything a top-label reliability diagram shows.
+
+    Per bin (arrays of length B; accuracy, confidence and the interval are NaN
+    for an empty bin): ``edges`` (B + 1), ``counts``, ``accuracy`` (share of
+    correct arg-max predictions), ``confidence`` (mean top probability),
+    ``low``/``high`` (the ``level`` interval of the accuracy, by ``interval``).
+    The smooth curve: accuracy ``smooth_accuracy`` and density
+    ``smooth_density`` at ``smooth_x``, the kernel smoothing behind smooth ECE
+    with bandwidth ``sigma``.
+    """
+
+    edges: np.ndarray
+    counts: np.ndarray
+    accuracy: np.ndarray
+    confidence: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    ece: float
+    smooth_ece: float
+    sigma: float
+    n: int
+    binning: str
+    interval: str
+    level: float
+    smooth_x: np.ndarray = field(repr=False)
+    smooth_accuracy: np.ndarray = field(repr=False)
+    smooth_density: np.ndarray = field(repr=False)
+
+    def to_frame(self):
+        """The bins as a pandas DataFrame, one row per bin."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "lower": self.edges[:-1],
+                "upper": self.edges[1:],
+                "count": self.counts,
+                "accuracy": self.accuracy,
+                "confidence": self.confidence,
+                "low": self.low,
+                "high": self.high,
+            }
+        )
+
+
+def proportion_interval(hits: np.ndarray, counts: np.ndarray, level: float = 0.95, method: str = "wilson"):
+    """Vectorised binomial interval for ``hits`` successes out of ``counts``; NaN where counts is 0.
+
+    Wilson's score interval or the exact Clopper–Pearson one. (scipy's
+    ``binomtest(...).proportion_ci`` gives the same numbers one bin at a time.)
+    """
+    if method not in INTERVALS:
+        raise ValueError(f"interval={method!r}; use 'wilson' or 'clopper-pearson'.")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r}; give the coverage in (0, 1), e.g. 0.95.")
+    hits, counts = np.asarray(hits, float), np.asarray(counts, float)
+    empty = counts == 0
+    n = np.where(empty, 1.0, counts)
+    alpha = 1 - level
+    if method == "wilson":
+        z = stats.norm.ppf(1 - alpha / 2)
+        phat = hits / n
+        centre = (phat + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z / (1 + z**2 / n) * np.sqrt(phat * (1 - phat) / n + z**2 / (4 * n**2))
+        low, high = centre - half, centre + half
+    else:
+        with np.errstate(invalid="ignore"):
+            low = np.where(hits > 0, stats.beta.ppf(alpha / 2, hits, n - hits + 1), 0.0)
+            high = np.where(hits < n, stats.beta.ppf(1 - alpha / 2, hits + 1, n - hits), 1.0)
+    return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+
+
+def reliability_data(
+    y: Any,
+    p: Any,
+    *,
+    bins: int = 15,
+    binning: str = "width",
+    input: str = "probs",
+    classes: Any = None,
+    interval: str = "wilson",
+    level: float = 0.95,
+    sigma: float | None = None,
+) -> ReliabilityData:
+    """Bin the top-label confidences and compute what the diagram shows.
+
+    ``y``, ``p``, ``input``, ``classes``, ``bins`` and ``binning`` are as in
+    :func:`calibkit.metrics.ece` (whose value is ``.ece``); ``interval`` is
+    "wilson" or "clopper-pearson" at ``level``; ``sigma`` fixes the smoothing
+    bandwidth (default: smooth ECE's own choice).
+    """
+    y, p = _prepare(y, p, input, classes)
+    conf, hit = _top_label(y, p)
+    count, sum_conf, sum_hit, edges = _binned_stats(conf[:, None], hit[:, None], bins, binning)
+    edges = edges[0]
+    b = len(edges) - 1
+    count, sum_conf, sum_hit = count[0, :b], sum_conf[0, :b], sum_hit[0, :b]
+    safe = np.where(count > 0, count, 1.0)
+    accuracy = np.where(count > 0, sum_hit / safe, np.nan)
+    confidence = np.where(count > 0, sum_conf / safe, np.nan)
+    low, high = proportion_interval(sum_hit, count, level, interval)
+    s = _smece_sigma(conf, hit) if sigma is None else float(sigma)
+    t, resid, density = _smooth_residual(conf, hit, s)
+    return ReliabilityData(
+        edges=edges,
+        counts=count.astype(np.int64),
+        accuracy=accuracy,
+        confidence=confidence,
+        low=low,
+        high=high,
+        ece=float(np.abs(sum_hit - sum_conf).sum() / len(y)),
+        smooth_ece=_smece_at(conf, hit, s),
+        sigma=s,
+        n=len(y),
+        binning=binning,
+        interval=interval,
+        level=level,
+        smooth_x=t,
+        smooth_accuracy=t - resid,
+        smooth_density=density,
+    )
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "drawing reliability diagrams needs matplotlib: pip install 'calibkit[plot]'"
+        ) from exc
+    return plt
+
+
+def plot_reliability(
+    data: ReliabilityData | Any,
+    p: Any = None,
+    *,
+    ax: Any = None,
+    hist_ax: Any = None,
+    title: str | None = None,
+    smooth: bool = True,
+    **kwargs: Any,
+):
+    """Draw a reliability diagram with the confidence histogram beneath it.
+
+    ``data`` is a :class:`ReliabilityData`, or labels ``y`` with ``p`` (and
+    any keyword of :func:`reliability_data`). With no ``ax`` a new figure
+    holds both panels; with ``ax`` the histogram goes into ``hist_ax``, or
+    into a strip split off below ``ax``. Returns the diagram's Axes (the
+    histogram's is ``ax.hist_ax``). The smoothed curve is drawn only where
+    the confidences have some density (it means nothing elsewhere).
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> ax = plot_reliability([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.4, 0.6]], bins=5)
+    >>> ax.get_ylabel(), ax.hist_ax.get_xlabel()
+    ('accuracy', 'confidence (top label)')
+    """
+    plt = _pyplot()
+    if not isinstance(data, ReliabilityData):
+        if p is None:
+            raise ValueError("pass a ReliabilityData, or labels y and probabilities p.")
+        data = reliability_data(data, p, **kwargs)
+    if ax is None:
+        fig = plt.figure(figsize=(4.6, 5.4), layout="constrained")
+        ax, hist_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    elif hist_ax is None:
+        from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+        hist_ax = make_axes_locatable(ax).append_axes("bottom", size="30%", pad=0.1, sharex=ax)
+
+    lower, width = data.edges[:-1], np.diff(data.edges)
+    filled = data.counts > 0
+    acc, low, high = data.accuracy[filled], data.low[filled], data.high[filled]
+    ax.plot([0, 1], [0, 1], ls="--", color="0.55", lw=1, label="perfect calibration")
+    ax.bar(lower[filled], acc, width=width[filled], align="edge", color="#9ecae1",
+           edgecolor="#3182bd", lw=0.6, label="accuracy per bin")
+    ax.errorbar(data.confidence[filled], acc, yerr=[acc - low, high - acc], fmt="o", ms=3.5,
+                color="#08519c", elinewidth=1, capsize=2,
+                label=f"mean confidence, {data.level:.0%} {data.interval} CI")
+    if smooth:
+        dense = data.smooth_density >= 0.02 * data.smooth_density.max()
+        ax.plot(data.smooth_x, np.where(dense, data.smooth_accuracy, np.nan), color="#e6550d", lw=1.8,
+                label=f"smoothed (σ={data.sigma:.3g})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
+    ax.tick_params(labelbottom=False)
+    ax.text(0.03, 0.97, f"ECE {data.ece:.3f}\nsmECE {data.smooth_ece:.3f}\nn = {data.n}",
+            transform=ax.transAxes, va="top", ha="left", fontsize=8.5,
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.8"})
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.85)
+    if title:
+        ax.set_title(title)
+
+    hist_ax.bar(lower, data.counts, width=width, align="edge", color="0.6", edgecolor="white", lw=0.5)
+    hist_ax.set(xlim=(0, 1), xlabel="confidence (top label)", ylabel="count")
+    ax.hist_ax = hist_ax
+    return ax
+
+
+def plot_reliability_grid(
+    y: Any,
+    probs: Mapping[str, Any],
+    *,
+    ncols: int | None = None,
+    **kwargs: Any,
+):
+    """Reliability diagrams of several calibrators side by side, one panel each.
+
+    ``probs`` maps a name (e.g. "uncalibrated", "temperature") to that
+    calibrator's n×K probabilities on the same examples ``y``; keywords go to
+    :func:`reliability_data`. Returns the matplotlib Figure.
+    """
+    plt = _pyplot()
+    if not probs:
+        raise ValueError("probs is empty; map each calibrator's name to its probabilities.")
+    ncols = ncols or len(probs)
+    nrows = -(-len(probs) // ncols)
+    fig = plt.figure(figsize=(3.9 * ncols, 4.9 * nrows), layout="constrained")
+    axes = fig.subplots(2 * nrows, ncols, squeeze=False, sharex=True, sharey="row",
+                        height_ratios=[3, 1] * nrows)
+    panels = [(axes[2 * r, c], axes[2 * r + 1, c]) for r in range(nrows) for c in range(ncols)]
+    for (ax, hist_ax), (name, p) in zip(panels, probs.items()):
+        plot_reliability(reliability_data(y, p, **kwargs), ax=ax, hist_ax=hist_ax, title=name)
+    for ax, hist_ax in panels[len(probs):]:
+        ax.set_visible(False)
+        hist_ax.set_visible(False)
+    return fig

@@ -1,0 +1,100 @@
+import sys
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from calibkit import metrics
+from calibkit.diagrams import (
+    ReliabilityData,
+    plot_reliability,
+    plot_reliability_grid,
+    proportion_interval,
+    reliability_data,
+)
+
+
+def sample(n=3000, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k)) * 3
+    y = (z / 2 + rng.gumbel(size=(n, k))).argmax(axis=1)
+    return y, np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("binning", ["width", "mass"])
+def test_reliability_data_matches_the_metrics(binning):
+    y, p = sample()
+    data = reliability_data(y, p, bins=10, binning=binning)
+    assert isinstance(data, ReliabilityData)
+    assert data.counts.sum() == len(y) == data.n
+    assert data.ece == pytest.approx(metrics.ece(y, p, bins=10, binning=binning), abs=1e-12)
+    assert data.smooth_ece == pytest.approx(metrics.smooth_ece(y, p), abs=1e-12)
+    conf, correct = p.max(axis=1), p.argmax(axis=1) == y
+    bins = np.clip(np.searchsorted(data.edges, conf, side="right") - 1, 0, len(data.counts) - 1)
+    if binning == "width":
+        for b in np.flatnonzero(data.counts):
+            assert data.accuracy[b] == pytest.approx(correct[bins == b].mean())
+            assert data.confidence[b] == pytest.approx(conf[bins == b].mean())
+    frame = data.to_frame()
+    assert list(frame.columns) == ["lower", "upper", "count", "accuracy", "confidence", "low", "high"]
+    assert len(frame) == len(data.counts)
+
+
+@pytest.mark.parametrize(("method", "scipy_name"), [("wilson", "wilson"), ("clopper-pearson", "exact")])
+def test_intervals_match_scipy(method, scipy_name):
+    hits, counts = np.array([0, 3, 10, 25, 0]), np.array([5, 10, 10, 40, 0])
+    low, high = proportion_interval(hits, counts, 0.9, method)
+    for h, c, lo, hi in zip(hits, counts, low, high):
+        if c == 0:
+            assert np.isnan(lo) and np.isnan(hi)
+            continue
+        ref = binomtest(int(h), int(c)).proportion_ci(0.9, method=scipy_name)
+        assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-9)
+
+
+def test_empty_bins_are_nan_and_bad_settings_are_named():
+    data = reliability_data([0, 1], [[0.9, 0.1], [0.05, 0.95]], bins=10)
+    assert np.isnan(data.accuracy[0]) and data.counts[9] == 2
+    with pytest.raises(ValueError, match="interval"):
+        reliability_data([0], [[0.9, 0.1]], interval="jeffreys")
+
+
+def test_plot_writes_a_real_png(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    y, p = sample(1000)
+    ax = plot_reliability(y, p, title="uncalibrated")
+    path = tmp_path / "reliability.png"
+    ax.figure.savefig(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ax.hist_ax.get_xlabel() == "confidence (top label)"
+    heights = [patch.get_height() for patch in ax.hist_ax.patches]
+    assert sum(heights) == 1000  # the histogram beneath shows every example
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_grid_has_one_panel_per_calibrator(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, p = sample(800)
+    flat = np.full_like(p, 0.25)
+    fig = plot_reliability_grid(y, {"model": p, "uniform": flat, "sharper": p**2 / (p**2).sum(1, keepdims=True)},
+                                ncols=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles == ["model", "uniform", "sharper"]
+    fig.savefig(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 10_000
+    plt.close("all")
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"calibkit\[plot\]"):
+        plot_reliability([0, 1], [[0.9, 0.1], [0.2, 0.8]])
+    # the data needs no matplotlib
+    assert reliability_data([0, 1], [[0.9, 0.1], [0.2, 0.8]]).n == 2
