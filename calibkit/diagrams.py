@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .metrics import _binned_stats, _prepare, _smece_at, _smece_sigma, _smooth_residual, _top_label
+from .metrics import (
+    _binned_stats,
+    _prepare,
+    _smece_at,
+    _smece_sigma,
+    _smooth_residual,
+    _top_label,
+)
 
 __all__ = ["ReliabilityData", "reliability_data", "plot_reliability", "plot_reliability_grid"]
 

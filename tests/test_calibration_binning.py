@@ -68,7 +68,7 @@ def test_histogram_bins_predict_their_observed_frequency():
     y = np.array([0, 0, 0, 1] + [0, 1, 1, 1] + [1, 1])
     hb = HistogramBinning(bins=10, binning="width", input="probs", clip=0.0).fit(p, y)
     np.testing.assert_allclose(hb.predict_proba(p)[:, 1], [0.25] * 4 + [0.75] * 4 + [1.0] * 2)
-    edges, values = hb.maps_[0]
+    _, values = hb.maps_[0]
     assert values[0] == pytest.approx(0.05)  # an empty bin predicts its midpoint
 
 

@@ -118,7 +118,7 @@ def test_transform_returns_corrected_log_probabilities():
 
 
 class FakeTemplate(str):
-    fields = ["question", "text"]
+    fields = ("question", "text")
 
 
 @pytest.fixture

@@ -8,7 +8,12 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from calibkit import metrics
-from calibkit.calibration import MatrixScaling, PlattScaling, TemperatureScaling, VectorScaling
+from calibkit.calibration import (
+    MatrixScaling,
+    PlattScaling,
+    TemperatureScaling,
+    VectorScaling,
+)
 
 
 def synthetic(n, k, temperature, seed=0, scale=3.0, bias=None):

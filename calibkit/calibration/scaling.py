@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, logsumexp
-from threadpoolctl import threadpool_limits
 
 from ._base import BaseCalibrator
 
@@ -125,10 +124,7 @@ def _softmax_loss(a: np.ndarray, y_idx: np.ndarray, w: np.ndarray):
 
 
 def _lbfgs(fun, x0: np.ndarray, max_iter: int) -> tuple[np.ndarray, int]:
-    # L-BFGS-B makes many tiny BLAS calls; a multi-threaded OpenBLAS spins on
-    # them and, on a busy two-core machine, was measured 50x slower than one thread.
-    with threadpool_limits(limits=1, user_api="blas"):
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     return res.x, int(res.nit)
 
 
