@@ -34,7 +34,7 @@ from .metrics import (
     _top_label,
 )
 
-__all__ = ["ReliabilityData", "reliability_data", "plot_reliability", "plot_reliability_grid"]
+__all__ = ["ReliabilityData", "reliability_data", "proportion_interval", "plot_reliability", "plot_reliability_grid"]
 
 INTERVALS = ("wilson", "clopper-pearson")
 

@@ -13,6 +13,7 @@ from calibkit.calibration import (
     BatchCalibration,
     ContextualCalibration,
     CrossFitCalibration,
+    DomainContextCalibration,
     HistogramBinning,
     IsotonicCalibration,
     MatrixScaling,
@@ -60,7 +61,7 @@ def expected_failures(estimator):
         failing["check_classifiers_one_label"] = NO_LABELS
         failing["check_n_features_in_after_fitting"] = COLUMNS
         failing["check_estimators_partial_fit_n_features"] = COLUMNS
-    if name == "ContextualCalibration":
+    if isinstance(estimator, ContextualCalibration):  # DomainContextCalibration too
         failing["check_classifiers_one_label"] = NO_LABELS
         for check in (
             "check_n_features_in_after_fitting", "check_positive_only_tag_during_fit",
@@ -99,6 +100,7 @@ ESTIMATORS = [
     HistogramBinning(),
     BatchCalibration(),
     ContextualCalibration(content_free=[[0.0, 0.0, 0.0]]),
+    DomainContextCalibration(content_free=[[0.0, 0.0, 0.0]]),
     CrossFitCalibration(TemperatureScaling(), cv=3),
 ]
 
