@@ -67,6 +67,10 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return None
 
 
+class _NotSent(Exception):
+    """A request left unsent because another one of the same call failed."""
+
+
 def _backoff(retries: int) -> float:
     return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
@@ -255,11 +259,13 @@ class Client(Backend):
         return code in (408, 409, 429) or code >= 500
 
     async def _send_pack(
-        self, client: httpx.AsyncClient, sem: asyncio.Semaphore, reqs: list[CompletionRequest]
+        self, client: httpx.AsyncClient, sem: asyncio.Semaphore, reqs: list[CompletionRequest], failed: asyncio.Event
     ) -> list[CompletionResponse]:
         body = reqs[0].to_json()
         body["prompt"] = [r.prompts[0] for r in reqs] if len(reqs) > 1 else reqs[0].prompts[0]
         async with sem:
+            if failed.is_set():
+                raise _NotSent
             raw = await self._request(client, "POST", "/completions", body)
         self.requests_made += 1
         resp = CompletionResponse.from_json(raw)
@@ -309,15 +315,20 @@ class Client(Backend):
             for s in range(0, len(idx), self.max_prompts_per_request)
         ]
 
-        async def one(client: httpx.AsyncClient, sem: asyncio.Semaphore, pack: list[int]) -> None:
-            resps = await self._send_pack(client, sem, [requests[i] for i in pack])
+        async def one(client: httpx.AsyncClient, sem: asyncio.Semaphore, failed: asyncio.Event, pack: list[int]) -> None:
+            try:
+                resps = await self._send_pack(client, sem, [requests[i] for i in pack], failed)
+            except BaseException:
+                failed.set()  # what has not been sent yet, is not sent at all
+                raise
             on_done(pack, resps)  # stored at once: an interruption loses no finished answer
 
         async def run() -> None:
             sem = asyncio.Semaphore(self.max_in_flight)
+            failed = asyncio.Event()
             async with self._http() as client:
-                results = await asyncio.gather(*(one(client, sem, p) for p in packs), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
+                results = await asyncio.gather(*(one(client, sem, failed, p) for p in packs), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _NotSent)]
             if errors:
                 raise errors[0]
 

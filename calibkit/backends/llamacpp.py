@@ -482,19 +482,23 @@ class LocalModel(Backend):
         eng = self._engine
         pending: dict[str, list[float]] = {}
         last_flush = time.monotonic()
-        for n_done, i in enumerate(todo, 1):
-            with eng.lock:
-                out[i] = self._score_one(eng, prompts[i], forms)
-            self.requests_made += 1
-            if keys[i] is not None:
-                pending[keys[i]] = out[i].tolist()
-            # Commit in small groups: an interruption loses at most a second of work.
-            if pending and (time.monotonic() - last_flush > 1.0 or n_done == len(todo)):
+        try:
+            for i in todo:
+                with eng.lock:
+                    out[i] = self._score_one(eng, prompts[i], forms)
+                self.requests_made += 1
+                if keys[i] is not None:
+                    pending[keys[i]] = out[i].tolist()
+                # Commit about once a second; the finally below keeps the rest when interrupted.
+                if pending and time.monotonic() - last_flush > 1.0:
+                    self.cache.put_many(pending)  # type: ignore[union-attr]
+                    pending = {}
+                    last_flush = time.monotonic()
+                if progress is not None:
+                    progress(1)
+        finally:
+            if pending:
                 self.cache.put_many(pending)  # type: ignore[union-attr]
-                pending = {}
-                last_flush = time.monotonic()
-            if progress is not None:
-                progress(1)
         return out
 
     @staticmethod

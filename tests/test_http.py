@@ -1,0 +1,303 @@
+"""The HTTP client against real servers on 127.0.0.1: a scripted one for the wire
+behaviour (packing, routing, retries, concurrency, resumption) and llama-cpp-python's
+own server over the same GGUF for the numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+import calibkit as ck
+from calibkit.api import APIError, InvalidRequestError
+
+from helpers import ScriptedServer, completion_body, echo_body, sst2
+
+TPL = "Review: {text}\nSentiment:"
+VERB = {0: " negative", 1: " positive"}
+
+
+def ok(body: dict) -> tuple[int, dict, dict]:
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    if body.get("echo"):
+        return 200, {}, echo_body(prompts)
+    return 200, {}, completion_body(prompts, n=body.get("n", 1))
+
+
+def test_from_env_reads_base_and_key(monkeypatch, scripted_server) -> None:
+    monkeypatch.setenv("ACS_API_BASE", scripted_server.url)
+    monkeypatch.setenv("ACS_API_KEY", "sk-test-123")
+    scripted_server.default = ok
+    api = ck.Client.from_env(model="llama-8b", cache=False)
+    r = api.complete(api.make_request("The capital of France is", max_tokens=1, logprobs=5))
+    assert r.choices[0].logprobs.top_logprobs[0] == {" a": -0.5, " b": -1.5}
+    sent = scripted_server.requests[0]
+    assert sent["path"] == "/v1/completions"
+    assert sent["headers"]["Authorization"] == "Bearer sk-test-123"
+    assert sent["body"] == {"model": "llama-8b", "prompt": "The capital of France is", "max_tokens": 1, "logprobs": 5}
+    monkeypatch.delenv("ACS_API_BASE")
+    with pytest.raises(ValueError, match="ACS_API_BASE is not set"):
+        ck.Client.from_env()
+
+
+def test_bad_values_fail_locally_before_anything_is_sent(scripted_server) -> None:
+    api = ck.Client(scripted_server.url, model="m", cache=False)
+    with pytest.raises(InvalidRequestError) as e:
+        api.make_request("x", max_tokens=1, logprobs=True)
+    assert e.value.param == "logprobs"
+    with pytest.raises(InvalidRequestError, match="between 0 and 5"):
+        ck.Client(scripted_server.url, model="m", logprobs_cap=5, cache=False).make_request("x", logprobs=6)
+    assert scripted_server.requests == []
+    with pytest.raises(ValueError, match="base_url"):
+        ck.Client("localhost:8000")
+
+
+def test_many_prompts_per_request_routed_back_by_index(scripted_server) -> None:
+    def answer(body: dict) -> tuple[int, dict, dict]:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        out = completion_body(prompts)
+        for c, p in zip(out["choices"], prompts):  # each choice names its prompt
+            c["text"] = p.upper()
+        out["choices"].reverse()  # servers need not keep order: the index routes
+        return 200, {}, out
+
+    scripted_server.default = answer
+    api = ck.Client(scripted_server.url, model="m", max_prompts_per_request=2, cache=False)
+    reqs = [api.make_request(f"p{i}", max_tokens=1, logprobs=1) for i in range(5)]
+    out = api.complete(reqs)
+    assert [r.choices[0].text for r in out] == ["P0", "P1", "P2", "P3", "P4"]
+    assert sorted(len(r["body"]["prompt"]) if isinstance(r["body"]["prompt"], list) else 1
+                  for r in scripted_server.requests) == [1, 2, 2]
+    merged = api.complete(api.make_request(["a", "b", "c"], max_tokens=1, logprobs=1))
+    assert [c.text for c in merged.choices] == ["A", "B", "C"] and [c.index for c in merged.choices] == [0, 1, 2]
+
+
+def test_a_server_that_takes_one_prompt_per_request_gets_a_clear_error(scripted_server) -> None:
+    scripted_server.default = lambda body: (200, {}, completion_body(["only one"]))
+    api = ck.Client(scripted_server.url, model="m", max_prompts_per_request=4, cache=False)
+    with pytest.raises(ValueError, match="max_prompts_per_request=1"):
+        api.complete([api.make_request(p, max_tokens=1) for p in "abc"])
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 502, 503, 504])
+def test_retryable_statuses_are_retried(scripted_server, status) -> None:
+    scripted_server.script = [(status, {"retry-after-ms": "20"}, {"error": {"message": "busy"}})]
+    scripted_server.default = ok
+    api = ck.Client(scripted_server.url, model="m", cache=False)
+    api.complete(api.make_request("x", max_tokens=1))
+    assert len(scripted_server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_are_never_retried(scripted_server, status) -> None:
+    scripted_server.default = lambda body: (status, {"retry-after": "0.01"},
+                                            {"error": {"message": "no", "type": "invalid_request_error", "param": "logprobs"}})
+    api = ck.Client(scripted_server.url, model="m", max_retries=5, cache=False)
+    with pytest.raises(APIError) as e:
+        api.complete(api.make_request("x", max_tokens=1))
+    assert e.value.status_code == status and e.value.param == "logprobs"
+    assert len(scripted_server.requests) == 1
+    if status == 401:
+        assert "ACS_API_KEY" in str(e.value)
+
+
+def test_a_500_is_retried_once_unless_it_says_it_is_transient(scripted_server) -> None:
+    plain = (500, {"retry-after-ms": "10"}, {"error": {"message": "internal error"}})
+    scripted_server.default = lambda body: plain
+    api = ck.Client(scripted_server.url, model="m", max_retries=5, cache=False)
+    with pytest.raises(APIError) as e:
+        api.complete(api.make_request("x", max_tokens=1))
+    assert e.value.status_code == 500 and len(scripted_server.requests) == 2
+
+    scripted_server.requests.clear()
+    transient = (500, {"retry-after-ms": "10"}, {"message": "transient failure, try again"})  # flat shape
+    scripted_server.script = [transient, transient, transient]
+    scripted_server.default = ok
+    api.complete(api.make_request("y", max_tokens=1))
+    assert len(scripted_server.requests) == 4
+
+
+def test_retry_after_seconds_is_honoured_and_retries_are_bounded(scripted_server) -> None:
+    scripted_server.script = [(429, {"retry-after": "0.3"}, {"error": {"message": "slow down"}})]
+    scripted_server.default = ok
+    api = ck.Client(scripted_server.url, model="m", cache=False)
+    t = time.monotonic()
+    api.complete(api.make_request("x", max_tokens=1))
+    assert time.monotonic() - t >= 0.3
+    scripted_server.requests.clear()
+    scripted_server.default = lambda body: (503, {"retry-after-ms": "5"}, {"error": {"message": "down"}})
+    with pytest.raises(APIError):
+        ck.Client(scripted_server.url, model="m", max_retries=3, cache=False).complete(
+            api.make_request("x", max_tokens=1))
+    assert len(scripted_server.requests) == 4
+
+
+def test_connection_errors_are_retried_then_reported() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    api = ck.Client(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, cache=False)
+    with pytest.raises(APIError, match="could not reach .* after 2 tries"):
+        api.complete(api.make_request("x", max_tokens=1))
+
+
+def test_requests_in_flight_are_bounded_and_spread_over_replicas() -> None:
+    servers = [ScriptedServer(), ScriptedServer()]
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def slow(body: dict) -> tuple[int, dict, dict]:
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return ok(body)
+
+    try:
+        for s in servers:
+            s.default = slow
+        api = ck.Client([s.url for s in servers], model="m", max_in_flight=3, max_prompts_per_request=1, cache=False)
+        api.complete([api.make_request(f"p{i}", max_tokens=1) for i in range(12)])
+        assert state["max"] == 3
+        assert [len(s.requests) for s in servers] == [6, 6]
+    finally:
+        for s in servers:
+            s.close()
+
+
+def test_works_inside_a_running_event_loop(scripted_server) -> None:
+    scripted_server.default = ok
+    api = ck.Client(scripted_server.url, model="m", cache=False)
+
+    async def notebook_cell() -> str:
+        return api.complete(api.make_request("x", max_tokens=1)).choices[0].text
+
+    assert asyncio.run(notebook_cell()) == " a"
+
+
+def test_model_defaults_to_the_first_listed(scripted_server) -> None:
+    scripted_server.script = [(200, {}, {"object": "list", "data": [{"id": "llama-8b"}, {"id": "other"}]})]
+    scripted_server.default = ok
+    api = ck.Client(scripted_server.url, cache=False)
+    assert api.model_name == "llama-8b"
+    assert scripted_server.requests[0]["path"] == "/v1/models"
+
+
+def test_cache_key_ignores_the_api_key_and_an_interrupted_run_resumes(scripted_server, tmp_path) -> None:
+    cache = ck.ResponseCache(tmp_path / "c.sqlite")
+    answered: list[str] = []
+
+    def fail_after_three(body: dict) -> tuple[int, dict, dict]:
+        if body.get("echo"):  # the forms' tokens, learnt once per run
+            return ok(body)
+        if len(answered) == 3:
+            return 401, {}, {"error": {"message": "key expired", "type": "authentication_error"}}
+        answered.append(body["prompt"])
+        return ok(body)
+
+    scripted_server.default = fail_after_three
+    api = ck.Client(scripted_server.url, "old-key", model="m", max_in_flight=1, max_prompts_per_request=1, cache=cache)
+    X = [f"review {i}" for i in range(6)]
+    with pytest.raises(APIError):
+        ck.score(X, TPL, {0: " a", 1: " b"}, api, method="topk", k=2, check=False)
+    failed_run = [r["body"]["prompt"] for r in scripted_server.requests if not r["body"].get("echo")]
+    assert len(failed_run) == 4  # after the 401, nothing more was sent
+
+    def record(body: dict) -> tuple[int, dict, dict]:
+        if not body.get("echo"):
+            answered.append(body["prompt"])
+        return ok(body)
+
+    scripted_server.default = record
+    renewed = ck.Client(scripted_server.url, "new-key", model="m", max_in_flight=1, max_prompts_per_request=1, cache=cache)
+    s = ck.score(X, TPL, {0: " a", 1: " b"}, renewed, method="topk", k=2, check=False)
+    assert sorted(answered) == sorted(TPL.format(text=x) for x in X)  # every prompt answered exactly once
+    assert s.provenance["requests"] == 3
+    assert s.provenance["cache_hits"] == 3 + 2  # three answers and the two forms' tokens
+
+
+# -- llama-cpp-python's server over the same GGUF -----------------------------------------
+
+
+class AlternatingModels(httpx.AsyncBaseTransport):
+    """Sends each request to the next of two aliases of the same model.
+
+    llama-cpp-python's server reuses the previous request's key/value cache for any
+    shared prefix (BOS at least), and llama.cpp's numbers depend on how a prompt is
+    cut into decode batches. Its proxy reloads the model when the alias changes, so
+    alternating aliases makes every request a fresh decode, as the embedded backend's.
+    """
+
+    def __init__(self, aliases: list[str]):
+        self.aliases = aliases
+        self.i = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            body = json.loads(request.content)
+            body["model"] = self.aliases[self.i % len(self.aliases)]
+            self.i += 1
+            request = httpx.Request(request.method, request.url, headers={k: v for k, v in request.headers.items()
+                                                                         if k.lower() != "content-length"},
+                                    content=json.dumps(body).encode())
+        async with httpx.AsyncHTTPTransport() as inner:  # one per request: each call has its own event loop
+            response = await inner.handle_async_request(request)
+            await response.aread()
+        return response
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_server(tmp_path_factory, local_model):
+    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (the dev extra)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # a small context: with logits_all the server keeps n_ctx x n_vocab floats
+    model = {"model": local_model.model_path, "n_ctx": 256, "n_batch": local_model.n_batch,
+             "n_ubatch": local_model.n_batch, "flash_attn": True, "logits_all": True, "verbose": False}
+    cfg = tmp_path_factory.mktemp("server") / "config.json"
+    cfg.write_text(json.dumps({"host": "127.0.0.1", "port": port,
+                               "models": [{**model, "model_alias": "gemma-a"}, {**model, "model_alias": "gemma-b"}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(url + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError("llama_cpp.server exited at start")
+            time.sleep(0.25)
+        else:
+            raise RuntimeError("llama_cpp.server did not start in 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_http_topk_equals_embedded_exact_inside_the_top_k(llama_cpp_server, local_model) -> None:
+    X, _ = sst2("dev", 16)
+    api = ck.Client(llama_cpp_server, model="gemma", max_prompts_per_request=1, max_in_flight=1,
+                    echo_max_tokens=1, cache=False, transport=AlternatingModels(["gemma-a", "gemma-b"]))
+    http = ck.score(X, TPL, VERB, api, method="topk", k=20)
+    local = ck.score(X, TPL, VERB, local_model, method="exact")
+    inside = ~http.censored
+    assert inside.sum() >= 8, "too few labels inside the top-20 to compare"
+    np.testing.assert_allclose(http.logprobs[inside], local.logprobs[inside], atol=1e-3, rtol=0)
+    # outside the top-k, the bound holds
+    assert (local.logprobs[~inside] <= http.logprobs[~inside] + 1e-3).all()

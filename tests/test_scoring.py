@@ -1,0 +1,107 @@
+"""Scoring: top-k censoring bounds, the auto method's routing, and LabelScores.
+
+The logic runs on an in-memory backend here; tests/test_llamacpp.py and
+tests/test_http.py score with the real model and real servers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import calibkit as ck
+from calibkit.scoring import TokenizationError
+
+from helpers import TableBackend, sst2
+
+VERB = {"neg": " negative", "pos": " positive"}
+TPL = "Review: {text}\nSentiment:"
+
+
+def _p(text: str) -> str:
+    return TPL.format(text=text)
+
+
+def test_topk_keeps_missing_labels_as_upper_bounds() -> None:
+    dist = {" the": -0.3, " a": -2.0, " positive": -2.5, " negative": -6.0, " of": -7.0}
+    b = TableBackend({_p("x"): dist})
+    s = ck.score(["x"], TPL, VERB, b, method="topk", k=3)
+    assert s.censored.tolist() == [[True, False]]
+    assert s.logprobs[0, 1] == pytest.approx(-2.5)
+    # " negative" is outside the top 3: at most the 3rd largest probability, and at
+    # most what the top 3 leave.
+    rest = 1 - sum(math.exp(v) for v in (-0.3, -2.0, -2.5))
+    assert math.log(rest) < -2.5  # here the mass left is the tighter bound
+    assert s.logprobs[0, 0] == pytest.approx(min(-2.5, math.log(rest)))
+    assert not s.exact.any() and s.provenance["k"] == 3
+    assert s.label_mass[0] == pytest.approx(math.exp(-2.5) + math.exp(s.logprobs[0, 0]))
+
+
+def test_joint_bound_of_several_missing_forms_is_what_the_top_k_leaves() -> None:
+    dist = {" the": -0.05, " a": -3.5, " b": -4.0, " negative": -5.0, " bad": -5.5, " positive": -6.0}
+    b = TableBackend({_p("x"): dist})
+    s = ck.score(["x"], TPL, {"neg": [" negative", " bad"], "pos": " positive"}, b, method="topk", k=3)
+    rest = 1 - sum(math.exp(v) for v in (-0.05, -3.5, -4.0))
+    assert s.logprobs[0, 0] == pytest.approx(math.log(min(2 * math.exp(-4.0), rest)))
+    assert s.censored.all()
+
+
+def test_auto_goes_exact_only_where_a_censored_value_could_flip_the_answer() -> None:
+    clear = {" the": -0.1, " positive": -1.0, " a": -3.0, " negative": -9.0}
+    # Both labels outside the top 3: either could be the larger.
+    close = {" the": -0.1, " a": -3.0, " b": -3.5, " positive": -4.0, " negative": -4.5}
+    b = TableBackend(
+        {_p("clear"): clear, _p("close"): close},
+        continuations={_p("close") + " negative": -4.5, _p("close") + " positive": -4.0},
+    )
+    s = ck.score(["clear", "close"], TPL, VERB, b, method="auto", k=3)
+    assert s.exact.tolist() == [False, True]
+    # the clear row keeps its bound on " negative"; it cannot beat " positive"
+    assert s.censored.tolist() == [[True, False], [False, False]]
+    assert s.logprobs[1].tolist() == pytest.approx([-4.5, -4.0])
+    echoed = [r.prompts[0] for r in b.sent if r.echo]
+    assert all(p.startswith(_p("close")) for p in echoed if not p.startswith(_p("clear")))
+    assert s.predict() == ["pos", "pos"]
+
+
+def test_auto_scores_multi_token_forms_exactly() -> None:
+    b = TableBackend(
+        {_p("x"): {" very": -1.0, " negative": -2.0}},
+        continuations={_p("x") + " very good": -3.0, _p("x") + " negative": -2.0},
+    )
+    s = ck.score(["x"], TPL, {"neg": " negative", "pos": " very good"}, b, method="auto")
+    assert s.exact.all() and not s.censored.any()
+    assert s.logprobs[0].tolist() == pytest.approx([-2.0, -3.0])
+    topk = ck.score(["x"], TPL, {"neg": " negative", "pos": " very good"}, b, method="topk", k=2)
+    assert topk.censored[0, 1] and topk.logprobs[0, 1] == pytest.approx(-1.0)  # P(" very") bounds it
+
+
+def test_a_form_that_merges_with_the_prompt_is_an_error_not_a_guess() -> None:
+    b = TableBackend({"Sentiment:x": {" a": -1.0}})
+    with pytest.raises(TokenizationError, match="merges"):
+        ck.score(["x"], "Sentiment:{text}", {"a": "positive", "b": "negative"}, b, method="exact", check=False)
+
+
+def test_label_scores_interface(local_model) -> None:
+    X, y = sst2("dev", 6)
+    s = ck.score(X, TPL, {0: " negative", 1: " positive"}, local_model)
+    assert s.shape == (6, 2) and len(s) == 6
+    assert np.asarray(s) is s.logprobs
+    np.testing.assert_allclose(s.probs.sum(axis=1), 1.0)
+    np.testing.assert_allclose(s.label_mass, np.exp(s.logprobs).sum(axis=1))
+    assert s.predict() == [int(i) for i in np.argmax(s.logprobs, axis=1)]
+    sub = s[[0, 2]]
+    np.testing.assert_array_equal(sub.logprobs, s.logprobs[[0, 2]])
+    frame = s.to_frame()
+    assert list(frame.columns[:2]) == ["logprob[0]", "logprob[1]"] and len(frame) == 6
+    assert s.provenance["model"] == "google/gemma-3-270m" and s.provenance["requests"] == 6
+    assert "LabelScores(n=6" in repr(s)
+
+
+def test_bad_arguments() -> None:
+    b = TableBackend({})
+    with pytest.raises(ValueError, match="method must be"):
+        ck.score(["x"], TPL, VERB, b, method="fast")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="backend must be"):
+        ck.score(["x"], TPL, VERB, object())  # type: ignore[arg-type]
