@@ -1,0 +1,375 @@
+"""The HTTP app of ``calibkit serve``: the ACS completions API over local models.
+
+Routes: ``POST /v1/completions`` (and ``/completions``), ``GET /v1/models`` (and
+``/models``), ``GET /health``, ``GET /openapi.json``. Requests are validated with
+:meth:`calibkit.api.CompletionRequest.from_json` (booleans rejected in numeric
+fields, unknown fields rejected), then by the server's own limits, then queued for
+the one worker thread that owns the models (:mod:`calibkit.server.engine`). Every
+error is ``{"error": {"message", "type", "param", "code"}}``.
+
+Example
+-------
+>>> from calibkit import LocalModel
+>>> from calibkit.server import create_app
+>>> app = create_app({"llama-8b": LocalModel(cache=False)})        # doctest: +SKIP
+>>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ..api import CompletionRequest, CompletionResponse, InvalidRequestError
+from .engine import QueueFull, Worker
+from .keys import KeyFile
+from .schema import openapi_schema
+
+__all__ = ["ServerConfig", "create_app"]
+
+log = logging.getLogger("calibkit.server")
+
+# Below this the sampler's logits/temperature overflows; the limit T -> 0 is greedy anyway.
+_GREEDY_BELOW = 1e-6
+_MIN_REPETITION_PENALTY = 1e-6
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server's limits.
+
+    max_body_bytes : larger bodies are 413.
+    max_prompts : prompts in one request.
+    max_tokens_limit : the largest max_tokens accepted (the default 16 is lowered to it).
+    max_n : the largest n and best_of.
+    queue_size : requests waiting for the worker; one more is 503 with Retry-After.
+    batch_size : queued requests the worker takes at a time (run one after another).
+    logprobs_cap : the top-k cap of logprobs and prompt_logprobs (20, as the ACS API).
+    retry_after : seconds in the Retry-After header of a 503.
+    """
+
+    max_body_bytes: int = 1 << 20
+    max_prompts: int = 64
+    max_tokens_limit: int = 512
+    max_n: int = 16
+    queue_size: int = 64
+    batch_size: int = 8
+    logprobs_cap: int = 20
+    retry_after: int = 1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            lo = 0 if f.name in ("max_tokens_limit", "logprobs_cap") else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"ServerConfig.{f.name} must be an integer >= {lo} (got {v!r})")
+
+
+class _Error(Exception):
+    """An answer in the error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return _json(body, self.status, self.headers)
+
+
+def _dumps(obj: Any) -> str:
+    try:
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:  # a lone surrogate from the request: escape it, as JSON allows
+        return json.dumps(obj, ensure_ascii=True, allow_nan=False)
+
+
+def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(_dumps(obj), status_code=status, headers=dict(headers or {}), media_type="application/json")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON; numbers must be finite")
+
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Turn _Error into its response and anything unexpected into a logged 500, in the error shape."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except _Error as e:
+            return e.response()
+        except Exception:
+            log.exception("internal error answering %s %s", request.method, request.url.path)
+            return _Error(
+                500, "the server failed to answer this request; it was logged",
+                type="server_error", code="internal_error",
+            ).response()
+
+    return wrapper
+
+
+def create_app(
+    models: Mapping[str, Any],
+    *,
+    keys: KeyFile | str | os.PathLike[str] | None = None,
+    config: ServerConfig | None = None,
+) -> Starlette:
+    """The ASGI app serving ``models`` (served name -> backend, e.g. a LocalModel).
+
+    ``keys``: a keys file (path or :class:`KeyFile`) whose keys alone are accepted;
+    None serves without authentication. A backend needs ``complete(CompletionRequest)``
+    and a ``name`` (the model reported in responses; the served name if absent).
+
+    >>> app = create_app({"llama-8b": LocalModel(cache=False)}, keys="keys.json")  # doctest: +SKIP
+    """
+    if not models:
+        raise ValueError("create_app needs at least one model to serve")
+    cfg = config or ServerConfig()
+    keyfile = KeyFile(keys) if keys is not None and not isinstance(keys, KeyFile) else keys
+    worker = Worker(cfg.queue_size, cfg.batch_size)
+    n_ctx = min((getattr(m, "n_ctx", 0) or 0 for m in models.values()), default=0) or None
+    schema_text = _dumps(openapi_schema(
+        list(models), auth=keyfile is not None, logprobs_cap=cfg.logprobs_cap,
+        max_tokens_limit=cfg.max_tokens_limit, max_prompts=cfg.max_prompts, max_n=cfg.max_n,
+        max_body_bytes=cfg.max_body_bytes, n_ctx=n_ctx,
+    ))
+    started = int(time.time())
+
+    async def authorize(request: Request) -> None:
+        if keyfile is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if not header:
+            raise _Error(401, "no API key: send the header 'Authorization: Bearer <key>' "
+                         "(keys come from: calibkit keys create --keys-file PATH)",
+                         code="missing_api_key", headers=challenge)
+        if scheme.lower() != "bearer" or not token:
+            raise _Error(401, "malformed Authorization header: expected 'Bearer <key>'",
+                         code="invalid_api_key", headers=challenge)
+        key_id = await run_in_threadpool(keyfile.verify, token)
+        if key_id is None:
+            raise _Error(401, "invalid API key: this server's keys file does not hold it "
+                         "(revoked, or from another server?)", code="invalid_api_key", headers=challenge)
+        request.state.key_id = key_id
+
+    async def read_body(request: Request) -> Any:
+        limit = cfg.max_body_bytes
+        too_large = _Error(413, f"the request body is larger than this server's limit of {limit} bytes; "
+                                f"send fewer or shorter prompts", code="request_too_large")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            raise _Error(400, "the request body is empty; send a JSON object such as "
+                              '{"model": "...", "prompt": "...", "max_tokens": 1}')
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError as e:
+            raise _Error(400, f"the request body is not UTF-8 ({e.reason} at byte {e.start})") from None
+        except (ValueError, RecursionError) as e:
+            msg = str(e) if isinstance(e, ValueError) else "nested too deeply"
+            raise _Error(400, f"the request body is not valid JSON: {msg}") from None
+
+    def parse(body: Any) -> CompletionRequest:
+        if not isinstance(body, dict):
+            raise _Error(400, f"the request body must be a JSON object (got {type(body).__name__})")
+        body = dict(body)
+        for name in ("model", "prompt"):
+            if body.get(name) is None:
+                raise _Error(400, f"{name} is required", param=name)
+        stop = body.get("stop")
+        if stop is not None and not isinstance(stop, (str, list)):
+            raise _Error(400, f"stop must be a string or a list of at most 4 strings (got {type(stop).__name__})",
+                         param="stop")
+        if body.get("max_tokens") is None:
+            body["max_tokens"] = min(16, cfg.max_tokens_limit)
+        try:
+            req = CompletionRequest.from_json(body, logprobs_cap=cfg.logprobs_cap, strict=True)
+        except InvalidRequestError as e:
+            raise _Error(400, e.message, param=e.param) from None
+        prompts = req.prompts
+        if len(prompts) > cfg.max_prompts:
+            raise _Error(400, f"prompt holds {len(prompts)} prompts; this server takes at most "
+                              f"{cfg.max_prompts} per request: split them", param="prompt")
+        for i, p in enumerate(prompts):
+            try:
+                p.encode("utf-8")
+            except UnicodeEncodeError as e:
+                where = "prompt" if isinstance(req.prompt, str) else f"prompt[{i}]"
+                raise _Error(400, f"{where} is not valid Unicode text (a lone surrogate at character {e.start})",
+                             param="prompt") from None
+        if req.max_tokens is not None and req.max_tokens > cfg.max_tokens_limit:
+            raise _Error(400, f"max_tokens must be at most {cfg.max_tokens_limit} on this server "
+                              f"(got {req.max_tokens})", param="max_tokens")
+        for name in ("n", "best_of"):
+            v = getattr(req, name)
+            if v is not None and v > cfg.max_n:
+                raise _Error(400, f"{name} must be at most {cfg.max_n} on this server (got {v})", param=name)
+        if req.prompt_logprobs is not None and req.prompt_logprobs > cfg.logprobs_cap:
+            raise _Error(400, f"prompt_logprobs must be an integer between 0 and {cfg.logprobs_cap} "
+                              f"(got {req.prompt_logprobs})", param="prompt_logprobs")
+        if req.repetition_penalty is not None and req.repetition_penalty < _MIN_REPETITION_PENALTY:
+            raise _Error(400, f"repetition_penalty must be positive, at least {_MIN_REPETITION_PENALTY} "
+                              f"(got {req.repetition_penalty}); 1 means no penalty", param="repetition_penalty")
+        changes: dict[str, Any] = {}
+        if req.temperature is not None and 0 < req.temperature < _GREEDY_BELOW:
+            changes["temperature"] = 0.0
+        if req.seed is not None and not 0 <= req.seed < 2**64:
+            changes["seed"] = req.seed % 2**64  # numpy's generators take non-negative seeds
+        return dataclasses.replace(req, **changes) if changes else req
+
+    async def run(model: Any, req: CompletionRequest) -> CompletionResponse:
+        try:
+            fut = worker.submit(functools.partial(model.complete, req), sort_key=req.prompts[0])
+        except QueueFull as e:
+            raise _Error(503, str(e), type="server_error", code="queue_full",
+                         headers={"Retry-After": str(cfg.retry_after)}) from None
+        try:
+            return await asyncio.wrap_future(fut)
+        except InvalidRequestError as e:  # e.g. the prompt is longer than the context
+            raise _Error(400, e.message, param=e.param) from None
+
+    @_guarded
+    async def completions(request: Request) -> Response:
+        await authorize(request)
+        req = parse(await read_body(request))
+        model = models.get(req.model)
+        if model is None:
+            raise _Error(404, f"model {_short(req.model)} is not served here; served: {', '.join(models)} "
+                              f"(see GET /v1/models)", param="model", code="model_not_found")
+        if req.stream:
+            # Answered whole, then sent token by token: the wire format of a stream.
+            # logprobs=0 (the sampled token only) gives the token boundaries.
+            inner = dataclasses.replace(req, logprobs=0) if req.logprobs is None else req
+            resp = await run(model, inner)
+            return StreamingResponse(
+                _sse(resp, keep_logprobs=req.logprobs is not None),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        resp = await run(model, req)
+        return _json(resp.to_json())
+
+    @_guarded
+    async def list_models(request: Request) -> Response:
+        await authorize(request)
+        data = [
+            {"id": name, "object": "model", "created": started, "owned_by": "calibkit",
+             "root": str(getattr(m, "name", name))}
+            for name, m in models.items()
+        ]
+        return _json({"object": "list", "data": data})
+
+    async def health(request: Request) -> Response:
+        return _json({"status": "ok", "models": list(models),
+                      "queue": {"pending": worker.pending, "capacity": cfg.queue_size}})
+
+    async def openapi(request: Request) -> Response:
+        return Response(schema_text, media_type="application/json")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; try POST /v1/completions or GET /v1/models"
+            code = "not_found"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+            code = "method_not_allowed"
+        else:
+            message, code = str(exc.detail), None
+        return _Error(exc.status_code, message, code=code, headers=exc.headers).response()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(worker.close)
+
+    routes = [
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/completions", completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/models", list_models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    app.state.worker = worker
+    app.state.config = cfg
+    return app
+
+
+def _sse(resp: CompletionResponse, keep_logprobs: bool) -> Iterator[str]:
+    """A whole response as server-sent events: one event per token of each choice, then [DONE]."""
+
+    def event(choice: dict[str, Any]) -> str:
+        chunk = {"id": resp.id, "object": "text_completion", "created": resp.created,
+                 "model": resp.model, "choices": [choice]}
+        return f"data: {_dumps(chunk)}\n\n"
+
+    for c in resp.choices:
+        lp = c.logprobs
+        if lp is None or not lp.tokens:
+            yield event({"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
+            continue
+        full = lp.to_json()
+        offs = lp.text_offset
+        last = len(lp.tokens) - 1
+        for i in range(len(lp.tokens)):
+            start = 0 if i == 0 else offs[i]
+            end = offs[i + 1] if i < last else len(c.text)
+            part = {k: [full[k][i]] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+            choice: dict[str, Any] = {
+                "index": c.index,
+                "text": c.text[start:end],
+                "logprobs": part if keep_logprobs else None,
+                "finish_reason": c.finish_reason if i == last else None,
+            }
+            if i == 0 and c.prompt_logprobs is not None:
+                choice["prompt_logprobs"] = c.prompt_logprobs
+            yield event(choice)
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,232 @@
+"""The OpenAPI document of ``calibkit serve``: the request rules, stated for machines.
+
+Every constraint written here is one the server enforces (a body that breaks it
+gets a 4xx), so a schema-driven fuzzer such as schemathesis can check the server
+against it. Some rules cannot be written in OpenAPI 3.0 and are enforced all the
+same: ``max_tokens`` 0 only with ``echo``, the prompt's length in tokens against the
+model's context, the body size.
+
+Example
+-------
+>>> doc = openapi_schema(["llama-8b"], max_tokens_limit=16)
+>>> doc["components"]["schemas"]["CompletionRequest"]["properties"]["logprobs"]["maximum"]
+20
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+__all__ = ["openapi_schema"]
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _error_response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def openapi_schema(
+    model_names: Sequence[str],
+    *,
+    auth: bool = True,
+    logprobs_cap: int = 20,
+    max_tokens_limit: int = 512,
+    max_prompts: int = 64,
+    max_n: int = 16,
+    max_body_bytes: int = 1 << 20,
+    n_ctx: int | None = None,
+    version: str = "0.1.0",
+) -> dict[str, Any]:
+    """The OpenAPI 3.0 document for a server with these models and limits."""
+    text = {"type": "string"}
+    prompt_list = {"type": "array", "items": text, "minItems": 1, "maxItems": max_prompts}
+    ctx = f" of {n_ctx} tokens" if n_ctx else ""
+    request = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["model", "prompt"],
+        "description": (
+            "A completions request. Numeric fields reject booleans (`logprobs: true` and "
+            "`max_tokens: true` are 400 invalid_request_error); only echo and stream are booleans. "
+            "Unknown fields are rejected. max_tokens may be 0 only with echo: true. The prompt "
+            f"with max_tokens must fit the model's context{ctx}, else 400 with param prompt. "
+            f"Bodies over {max_body_bytes} bytes are 413. A null field counts as unset."
+        ),
+        "properties": {
+            "model": {"type": "string", "enum": list(model_names),
+                      "description": "a name from GET /v1/models; another is 404 model_not_found"},
+            "prompt": {"oneOf": [text, prompt_list],
+                       "description": "one prompt, or a list of them (one choice per prompt and n, by index)"},
+            "max_tokens": _nullable({"type": "integer", "minimum": 0, "maximum": max_tokens_limit,
+                                     "description": "default 16 (or the server's limit, if lower)"}),
+            "logprobs": _nullable({"type": "integer", "minimum": 0, "maximum": logprobs_cap,
+                                   "description": "top-k log-probabilities at each position; an integer, "
+                                                  "never a boolean"}),
+            "echo": _nullable({"type": "boolean"}),
+            "stream": _nullable({"type": "boolean",
+                                 "description": "answer as server-sent events, ending with data: [DONE]"}),
+            "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2,
+                                      "description": "0 is greedy (so is anything below 1e-6)"}),
+            "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
+            "top_k": _nullable({"type": "integer", "minimum": -1,
+                                "description": "-1 or 0: no top-k filter"}),
+            "min_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
+            "n": _nullable({"type": "integer", "minimum": 1, "maximum": max_n}),
+            "best_of": _nullable({"type": "integer", "minimum": 1, "maximum": max_n}),
+            "seed": _nullable({"type": "integer"}),
+            "stop": _nullable({"oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4},
+            ]}),
+            "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+            "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+            "repetition_penalty": _nullable({"type": "number", "minimum": 1e-6,
+                                             "description": "1 is none; must be positive"}),
+            "prompt_logprobs": _nullable({"type": "integer", "minimum": 0, "maximum": logprobs_cap,
+                                          "description": "top-k log-probabilities at each prompt position"}),
+        },
+    }
+    number_or_null = {"type": "number", "nullable": True}
+    logprobs = {
+        "type": "object",
+        "required": ["tokens", "token_logprobs", "top_logprobs", "text_offset"],
+        "properties": {
+            "tokens": {"type": "array", "items": text},
+            "token_logprobs": {"type": "array", "items": number_or_null},
+            "top_logprobs": {"type": "array", "items": {
+                "type": "object", "nullable": True, "additionalProperties": {"type": "number"}}},
+            "text_offset": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        },
+        "description": "-9999 stands for minus infinity; the first echoed token's logprob is null",
+    }
+    choice = {
+        "type": "object",
+        "required": ["index", "text", "logprobs", "finish_reason"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "text": text,
+            "logprobs": {**logprobs, "nullable": True},
+            "finish_reason": {"type": "string", "enum": ["stop", "length"], "nullable": True},
+            "prompt_logprobs": {"type": "array", "nullable": True, "items": {
+                "type": "object", "nullable": True, "additionalProperties": {"type": "number"}}},
+        },
+    }
+    usage = {
+        "type": "object",
+        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+        "properties": {k: {"type": "integer", "minimum": 0}
+                       for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+    }
+    response = {
+        "type": "object",
+        "required": ["id", "object", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^cmpl-"},
+            "object": {"type": "string", "enum": ["text_completion"]},
+            "created": {"type": "integer"},
+            "model": text,
+            "choices": {"type": "array", "items": {"$ref": "#/components/schemas/Choice"}},
+            "usage": {"$ref": "#/components/schemas/Usage"},
+        },
+    }
+    error = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": text,
+                "type": text,
+                "param": {"type": "string", "nullable": True},
+                "code": {"type": "string", "nullable": True},
+            },
+        }},
+    }
+    model_list = {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": {
+                "type": "object",
+                "required": ["id", "object", "owned_by"],
+                "properties": {"id": text, "object": {"type": "string", "enum": ["model"]},
+                               "created": {"type": "integer"}, "owned_by": text, "root": text},
+            }},
+        },
+    }
+    auth_errors = {"401": _error_response("no API key, or one the keys file does not hold")} if auth else {}
+    completions = {
+        "post": {
+            "operationId": "createCompletion",
+            "summary": "Complete one prompt or several, with token log-probabilities",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/CompletionRequest"}}}},
+            "responses": {
+                "200": {"description": "the completion (a JSON object, or server-sent events with stream)",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/CompletionResponse"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        }},
+                "400": _error_response("invalid_request_error; param names the field"),
+                **auth_errors,
+                "404": _error_response("model_not_found"),
+                "413": _error_response("the body is larger than the server accepts"),
+                "503": _error_response(
+                    "the request queue is full",
+                    {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                     "description": "seconds to wait before retrying"}},
+                ),
+            },
+        }
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "calibkit serve: the ACS completions API",
+            "version": version,
+            "description": "The ACS base-model completions API over a local GGUF model. "
+                           "Every error is {\"error\": {\"message\", \"type\", \"param\", \"code\"}}.",
+        },
+        "paths": {
+            "/v1/completions": completions,
+            "/v1/models": {"get": {
+                "operationId": "listModels",
+                "responses": {"200": {"description": "the served models", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ModelList"}}}},
+                              **auth_errors},
+            }},
+            "/health": {"get": {
+                "operationId": "health",
+                "responses": {"200": {"description": "the server is up", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["status"],
+                                                    "properties": {"status": {"type": "string"}}}}}}},
+            }},
+        },
+        "components": {"schemas": {
+            "CompletionRequest": request,
+            "CompletionResponse": response,
+            "Choice": choice,
+            "Logprobs": logprobs,
+            "Usage": usage,
+            "ModelList": model_list,
+            "ErrorResponse": error,
+        }},
+    }
+    if auth:
+        doc["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "a key made with: calibkit keys create --keys-file PATH"}}
+        doc["security"] = [{"bearer": []}]
+        doc["paths"]["/health"]["get"]["security"] = []
+    return doc
