@@ -7,18 +7,28 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench clean
 
+REFS := $(VENV)/.test-references
+
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[local,plot,dev]'
 	touch $(STAMP)
 
+# netcal, the tests' reference for binned ECE, declares CUDA torch, pyro and gpytorch
+# as requirements but its metrics need only torch: install it without them, with the
+# CPU build of torch.
+$(REFS): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps netcal==1.4.0
+	$(PY) -m pip install --quiet torch==2.13.0
+	touch $(REFS)
+
 install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/calibkit score sentiment
 
-test: install
+test: install $(REFS)
 	$(PY) -m pytest
 
 bench: install

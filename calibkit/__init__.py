@@ -7,9 +7,24 @@ probabilities, and calibrate those probabilities.
 ...                   {"negative": " negative", "positive": " positive"}, model)  # doctest: +SKIP
 """
 
+from . import diagrams, metrics
 from .api import APIError, CompletionRequest, CompletionResponse, InvalidRequestError
 from .backends import Backend, Client, LocalModel
 from .cache import ResponseCache
+from .calibration import (
+    BatchCalibration,
+    ContextualCalibration,
+    CrossFitCalibration,
+    DomainContextCalibration,
+    HistogramBinning,
+    IsotonicCalibration,
+    MatrixScaling,
+    PlattScaling,
+    TemperatureScaling,
+    VectorScaling,
+    cross_val_calibrate,
+)
+from .diagrams import plot_reliability, plot_reliability_grid, reliability_data
 from .scoring import LabelScores, TokenizationError, score
 from .templates import PromptTemplate, TokenizationTrap, TokenizationWarning, Verbalizer, check_traps
 
@@ -18,18 +33,34 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "Backend",
+    "BatchCalibration",
     "Client",
     "CompletionRequest",
     "CompletionResponse",
+    "ContextualCalibration",
+    "CrossFitCalibration",
+    "DomainContextCalibration",
+    "HistogramBinning",
     "InvalidRequestError",
+    "IsotonicCalibration",
     "LabelScores",
     "LocalModel",
+    "MatrixScaling",
+    "PlattScaling",
     "PromptTemplate",
     "ResponseCache",
+    "TemperatureScaling",
     "TokenizationError",
     "TokenizationTrap",
     "TokenizationWarning",
+    "VectorScaling",
     "Verbalizer",
     "check_traps",
+    "cross_val_calibrate",
+    "diagrams",
+    "metrics",
+    "plot_reliability",
+    "plot_reliability_grid",
+    "reliability_data",
     "score",
 ]

@@ -178,3 +178,39 @@ def test_random_domain_texts_are_seeded():
     assert all(len(s.split()) == 4 for s in random_domain_texts(texts, length=4))
     with pytest.raises(ValueError, match="no words"):
         random_domain_texts(["", "  "])
+
+
+# -- priors obtained through the embedded model ------------------------------------------
+
+
+def test_contextual_calibration_from_the_embedded_model(local_model) -> None:
+    import calibkit as ck
+    from helpers import sst2
+
+    tpl, verb = "Review: {text}\nSentiment:", {0: " negative", 1: " positive"}
+    X, y = sst2("dev", 40)
+    scores = ck.score(X, tpl, verb, local_model)
+    cal = ck.ContextualCalibration.from_backend(local_model, tpl, verb).fit(scores)  # no labels needed
+    cf = ck.score(["N/A", "", "[MASK]"], tpl, verb, local_model).logprobs
+    prior = np.exp(cf).mean(axis=0)
+    prior /= prior.sum()
+    expected = scores.probs / prior
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(cal.predict_proba(scores), expected, rtol=1e-9)
+    # the correction removes most of this model's bias towards one label
+    raw_share = np.mean(np.argmax(scores.logprobs, axis=1) == 1)
+    fixed_share = np.mean(cal.predict(scores) == 1)
+    assert abs(fixed_share - np.mean(y)) < abs(raw_share - np.mean(y))
+
+
+def test_batch_and_domain_context_from_the_embedded_model(local_model) -> None:
+    import calibkit as ck
+    from helpers import sst2
+
+    tpl, verb = "Review: {text}\nSentiment:", {0: " negative", 1: " positive"}
+    X, _ = sst2("dev", 20)
+    batch = ck.BatchCalibration.from_backend(local_model, tpl, verb, examples=X)
+    s = ck.score(X, tpl, verb, local_model)
+    np.testing.assert_allclose(batch.predict_proba(s).mean(axis=0), [0.5, 0.5], atol=0.15)
+    dc = ck.DomainContextCalibration.from_backend(local_model, tpl, verb, texts=X, n_samples=5, seed=1)
+    assert dc.fit(s).predict_proba(s).shape == (20, 2)
