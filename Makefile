@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python >= 3.10 and pip:
-#   make demo   creates .venv, installs everything, runs the main job on the embedded model
+#   make demo   creates .venv, installs everything, runs the main job (calibkit eval) on the embedded model
 #   make test   the same install, then the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,7 +26,7 @@ $(REFS): $(STAMP)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/calibkit score sentiment
+	$(VENV)/bin/calibkit eval
 
 test: install $(REFS)
 	$(PY) -m pytest

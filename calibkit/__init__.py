@@ -25,6 +25,7 @@ from .calibration import (
     cross_val_calibrate,
 )
 from .diagrams import plot_reliability, plot_reliability_grid, reliability_data
+from .estimator import LogprobClassifier, LogprobVectorizer, make_calibrator
 from .scoring import LabelScores, TokenizationError, score
 from .templates import PromptTemplate, TokenizationTrap, TokenizationWarning, Verbalizer, check_traps
 
@@ -45,6 +46,8 @@ __all__ = [
     "IsotonicCalibration",
     "LabelScores",
     "LocalModel",
+    "LogprobClassifier",
+    "LogprobVectorizer",
     "MatrixScaling",
     "PlattScaling",
     "PromptTemplate",
@@ -58,6 +61,7 @@ __all__ = [
     "check_traps",
     "cross_val_calibrate",
     "diagrams",
+    "make_calibrator",
     "metrics",
     "plot_reliability",
     "plot_reliability_grid",

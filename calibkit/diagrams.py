@@ -218,7 +218,9 @@ def plot_reliability(
     ax.plot([0, 1], [0, 1], ls="--", color="0.55", lw=1, label="perfect calibration")
     ax.bar(lower[filled], acc, width=width[filled], align="edge", color="#9ecae1",
            edgecolor="#3182bd", lw=0.6, label="accuracy per bin")
-    ax.errorbar(data.confidence[filled], acc, yerr=[acc - low, high - acc], fmt="o", ms=3.5,
+    # max(.., 0): rounding can put an interval end a hair past the bin's accuracy
+    yerr = [np.maximum(acc - low, 0), np.maximum(high - acc, 0)]
+    ax.errorbar(data.confidence[filled], acc, yerr=yerr, fmt="o", ms=3.5,
                 color="#08519c", elinewidth=1, capsize=2,
                 label=f"mean confidence, {data.level:.0%} {data.interval} CI")
     if smooth:
