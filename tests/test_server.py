@@ -487,3 +487,21 @@ def test_real_limits_a_long_prompt_and_a_revoked_key(served, tmp_path):
     assert_error_shape(served.post(ok, key), 401)
     assert served.post(ok, served.key).status_code == 200
     assert served.alive
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--host", "0.0.0.0"], "without authentication"),
+        (["--keys-file", "absent.json"], "calibkit keys create --keys-file absent.json"),
+        (["--keys-file", "k.json", "--no-auth"], "contradict"),
+        (["--model", "tiny=/nonexistent/tiny.gguf"], "is not a file"),
+        (["--model", "a", "--model", "a"], "given twice"),
+    ],
+)
+def test_serve_refuses_unsafe_or_broken_setups_before_serving(tmp_path, args, words):
+    create_key(tmp_path / "k.json")
+    r = subprocess.run([sys.executable, "-m", "calibkit.cli", "serve", "--port", "0", *args],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and words in r.stderr, r.stderr[-2000:]
+    assert "on http://" not in r.stdout

@@ -102,7 +102,7 @@ def test_cli_create_prints_the_key_once_alone_on_the_last_line(tmp_path):
     gone = _cli("revoke", kid, "--keys-file", str(path))
     assert gone.returncode == 0 and kid in gone.stdout
     assert KeyFile(path).verify(key) is None
-    assert "no keys" in _cli("list", "--keys-file", str(path)).stdout
+    assert kid not in _cli("list", "--keys-file", str(path)).stdout
 
     again = _cli("revoke", kid, "--keys-file", str(path))
     assert again.returncode == 1 and f"no key with id '{kid}'" in again.stderr

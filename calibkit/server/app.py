@@ -353,21 +353,21 @@ def _sse(resp: CompletionResponse, keep_logprobs: bool) -> Iterator[str]:
 
     for c in resp.choices:
         lp = c.logprobs
-        if lp is None or not lp.tokens:
-            yield event({"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
-            continue
-        full = lp.to_json()
-        offs = lp.text_offset
-        last = len(lp.tokens) - 1
-        for i in range(len(lp.tokens)):
-            start = 0 if i == 0 else offs[i]
-            end = offs[i + 1] if i < last else len(c.text)
-            part = {k: [full[k][i]] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+        n_events = len(lp.tokens) if lp is not None and lp.tokens else 1
+        full = lp.to_json() if lp is not None else None
+        for i in range(n_events):
+            if n_events == 1 and (lp is None or not lp.tokens):
+                text, part = c.text, None
+            else:
+                start = 0 if i == 0 else lp.text_offset[i]
+                end = lp.text_offset[i + 1] if i + 1 < n_events else len(c.text)
+                text = c.text[start:end]
+                part = {k: [full[k][i]] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
             choice: dict[str, Any] = {
                 "index": c.index,
-                "text": c.text[start:end],
+                "text": text,
                 "logprobs": part if keep_logprobs else None,
-                "finish_reason": c.finish_reason if i == last else None,
+                "finish_reason": c.finish_reason if i == n_events - 1 else None,
             }
             if i == 0 and c.prompt_logprobs is not None:
                 choice["prompt_logprobs"] = c.prompt_logprobs

@@ -3,8 +3,9 @@
 Every constraint written here is one the server enforces (a body that breaks it
 gets a 4xx), so a schema-driven fuzzer such as schemathesis can check the server
 against it. Some rules cannot be written in OpenAPI 3.0 and are enforced all the
-same: ``max_tokens`` 0 only with ``echo``, the prompt's length in tokens against the
-model's context, the body size.
+same: the prompt's length in tokens against the model's context, the body size.
+So a fuzzer's "schema-valid request rejected" check (positive data acceptance) can
+fail on a prompt too long for the context; every other check applies.
 
 Example
 -------
@@ -54,6 +55,11 @@ def openapi_schema(
         "type": "object",
         "additionalProperties": False,
         "required": ["model", "prompt"],
+        # max_tokens 0 only with echo: true (OpenAPI 3.0 has no if/then).
+        "anyOf": [
+            {"properties": {"max_tokens": {"minimum": 1}}},
+            {"properties": {"echo": {"enum": [True]}}, "required": ["echo"]},
+        ],
         "description": (
             "A completions request. Numeric fields reject booleans (`logprobs: true` and "
             "`max_tokens: true` are 400 invalid_request_error); only echo and stream are booleans. "
@@ -152,6 +158,13 @@ def openapi_schema(
             },
         }},
     }
+    stream_event = {
+        "type": "object",
+        "required": ["data"],
+        "description": "one server-sent event: data is a CompletionResponse chunk with one choice "
+                       "and one token, as JSON, or [DONE] at the end",
+        "properties": {"data": text, "event": text, "id": text},
+    }
     model_list = {
         "type": "object",
         "required": ["object", "data"],
@@ -176,7 +189,8 @@ def openapi_schema(
                 "200": {"description": "the completion (a JSON object, or server-sent events with stream)",
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/CompletionResponse"}},
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            # OpenAPI 3.0: the schema of an event stream describes each event.
+                            "text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}},
                         }},
                 "400": _error_response("invalid_request_error; param names the field"),
                 **auth_errors,
@@ -219,6 +233,7 @@ def openapi_schema(
             "Choice": choice,
             "Logprobs": logprobs,
             "Usage": usage,
+            "StreamEvent": stream_event,
             "ModelList": model_list,
             "ErrorResponse": error,
         }},
