@@ -38,7 +38,8 @@ class ServerProcess:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "calibkit.cli", "serve", "--port", "0", "--host", "127.0.0.1",
-                 "--log-level", "warning", *self.args],
+                 # One thread: llama.cpp's spinning threads crawl when the cores are shared.
+                 "--log-level", "warning", "--threads", "1", *self.args],
                 stdout=out, stderr=err, env=env, cwd=self.workdir,
             )
         for _ in range(START_POLLS):

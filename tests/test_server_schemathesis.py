@@ -34,7 +34,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
         run = subprocess.run(
             [*cmd, "run", f"{origin}/openapi.json", "--header", f"Authorization: Bearer {key}",
              "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-             "--max-examples", "60", "--seed", "1", "--workers", "1", "--request-timeout", "60"],
+             "--max-examples", "60", "--seed", "1", "--workers", "1", "--request-timeout", "120"],
             capture_output=True, text=True, cwd=tmp_path, timeout=400,
         )
         assert srv.alive
