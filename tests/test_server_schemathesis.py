@@ -23,7 +23,6 @@ pytestmark = pytest.mark.model
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
     pytest.importorskip("llama_cpp")
-    pytest.importorskip("schemathesis")
     st = Path(sys.executable).with_name("st")
     cmd = [str(st)] if st.exists() else [shutil.which("st") or "st"]
     key, _ = create_key(tmp_path / "keys.json")

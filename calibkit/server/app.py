@@ -5,7 +5,10 @@ Routes: ``POST /v1/completions`` (and ``/completions``), ``GET /v1/models`` (and
 :meth:`calibkit.api.CompletionRequest.from_json` (booleans rejected in numeric
 fields, unknown fields rejected), then by the server's own limits, then queued for
 the one worker thread that owns the models (:mod:`calibkit.server.engine`). Every
-error is ``{"error": {"message", "type", "param", "code"}}``.
+error is ``{"error": {"message", "type", "param", "code"}}``. A response names the
+model behind the served name (``"model": "google/gemma-3-270m"`` for a request to
+"llama-8b"), as the ACS API answers "llama-8b" with "meta-llama/Llama-3.1-8B";
+``GET /v1/models`` lists the served names, each with its ``root``.
 
 Example
 -------

@@ -89,6 +89,10 @@ def serve(
 ) -> None:
     """Run the server until interrupted; print the base URL once it listens (port 0: any free port).
 
+    Authentication: with ``keys_file`` exactly its keys are accepted. Without one the
+    server is open, with a warning, and only on a loopback host (127.0.0.1, localhost,
+    ::1); any other host needs a keys file, or ``no_auth=True`` to say you mean it.
+
     ``models``: served name -> backend, or --model specs (see :func:`load_models`),
     loaded after the arguments are checked.
 
@@ -111,16 +115,22 @@ def serve(
         from .keys import KeyFile
 
         keys_file = KeyFile(keys_file)  # a missing or broken file fails now, before the model loads
+    # Take the port before loading the model (a clash fails at once), listen once ready.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror}); is a server there already? "
+                         "pick another --port, or --port 0 for any free one") from None
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(message)s")
     if not isinstance(models, Mapping):
         models = load_models(list(models), n_ctx=n_ctx, n_threads=n_threads)
     if keys_file is None:
         log.warning("no --keys-file: serving WITHOUT authentication (any API key, or none, is accepted)")
     app = create_app(models, keys=keys_file, config=config)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
     sock.listen(128)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
