@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -259,17 +260,23 @@ def test_keys_are_required_checked_and_revocable_without_restart(tmp_path):
         app.state.worker.close()
 
 
+async def _until(condition, polls: int = 6000) -> None:
+    for _ in range(polls):  # bounded: a hang fails the test instead of stalling it
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never came true")
+
+
 def test_a_full_queue_is_503_with_retry_after(scripted):
     app, model = scripted  # queue_size=2
     model.gate = threading.Event()
 
     async def calls(client):
         first = asyncio.create_task(client.post("/v1/completions", json=_body(prompt="first")))
-        while not model.entered.is_set():  # the worker holds "first"; the queue is empty
-            await asyncio.sleep(0.01)
+        await _until(model.entered.is_set)  # the worker holds "first"; the queue is empty
         queued = [asyncio.create_task(client.post("/v1/completions", json=_body(prompt=f"q{i}"))) for i in range(2)]
-        while app.state.worker.pending < 2:
-            await asyncio.sleep(0.01)
+        await _until(lambda: app.state.worker.pending == 2)
         refused = await client.post("/v1/completions", json=_body(prompt="refused"))
         model.gate.set()
         return refused, await first, await asyncio.gather(*queued)
@@ -349,6 +356,17 @@ resp = client.completions.create(
 choice = resp.choices[0]
 print(choice.text, choice.logprobs.top_logprobs[0])  # {' a': -1.74, ' Paris': -1.99, ...}
 """
+
+
+REFERENCE_PAGE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "acs-api-logprobs.txt"
+
+
+def test_the_examples_here_are_the_reference_pages_verbatim():
+    if not REFERENCE_PAGE.exists():
+        pytest.skip(f"the reference page is not at {REFERENCE_PAGE}")
+    page = REFERENCE_PAGE.read_text()
+    assert REFERENCE_CURL.strip() in page
+    assert REFERENCE_PYTHON.strip() in page
 
 
 @pytest.fixture(scope="module")
