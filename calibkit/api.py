@@ -161,7 +161,6 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "n": (1, 128),
     "best_of": (1, 128),
     "top_k": (-1, None),
-    "prompt_logprobs": (0, None),
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
     "min_p": (0.0, 1.0),
@@ -233,6 +232,12 @@ class CompletionRequest:
                     "token-id prompts are not supported",
                     param="prompt",
                 )
+            try:
+                p.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidRequestError(
+                    f"prompt[{i}] is not valid text: {e.reason} at character {e.start}", param="prompt"
+                ) from None
         cap = self.logprobs_cap
         for name in _INT_FIELDS:
             _check_number(name, getattr(self, name), integer=True, cap=cap)
@@ -243,12 +248,13 @@ class CompletionRequest:
                 raise InvalidRequestError(
                     f"{name} must be true or false (got {getattr(self, name)!r})", param=name
                 )
-        if self.logprobs is not None:
-            if self.logprobs < 0 or (cap is not None and self.logprobs > cap):
+        for name in ("logprobs", "prompt_logprobs"):
+            v = getattr(self, name)
+            if v is not None and (v < 0 or (cap is not None and v > cap)):
                 raise InvalidRequestError(
-                    f"logprobs must be an integer between 0 and {cap} (got {self.logprobs}); "
+                    f"{name} must be an integer between 0 and {cap} (got {v}); "
                     f"this endpoint returns at most {cap} alternatives per position",
-                    param="logprobs",
+                    param=name,
                 )
         for name, (lo, hi) in _RANGES.items():
             v = getattr(self, name)
@@ -257,6 +263,11 @@ class CompletionRequest:
             if (lo is not None and v < lo) or (hi is not None and v > hi):
                 rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
                 raise InvalidRequestError(f"{name} must be in {rng} (got {v})", param=name)
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise InvalidRequestError(
+                f"repetition_penalty must be greater than 0 (got {self.repetition_penalty}); 1 means none",
+                param="repetition_penalty",
+            )
         if self.max_tokens == 0 and not self.echo:
             raise InvalidRequestError(
                 "max_tokens may be 0 only with echo=true (to score the prompt alone); "
@@ -265,7 +276,7 @@ class CompletionRequest:
             )
         if self.stop is not None:
             stops = (self.stop,) if isinstance(self.stop, str) else self.stop
-            if not all(isinstance(s, str) and s for s in stops) or len(stops) > 4:
+            if not isinstance(stops, tuple) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 4:
                 raise InvalidRequestError(
                     "stop must be a non-empty string or a list of at most 4 of them",
                     param="stop",
@@ -306,9 +317,9 @@ class CompletionRequest:
                 f"unknown field {unknown[0]!r}; known fields are {', '.join(sorted(known))}",
                 param=unknown[0],
             )
-        if "model" not in body:
+        if body.get("model") is None:
             raise InvalidRequestError("model is required", param="model")
-        if "prompt" not in body:
+        if body.get("prompt") is None:
             raise InvalidRequestError("prompt is required", param="prompt")
         kwargs = {k: v for k, v in body.items() if k in known and v is not None}
         for name in BOOLEAN_FIELDS:  # a JSON null means "unset", as for the other fields

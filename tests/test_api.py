@@ -201,3 +201,18 @@ def test_malformed_responses_are_errors_not_guesses() -> None:
         CompletionResponse.from_json(_body('{" a": 0.7}'))
     with pytest.raises(ValueError, match="2 entries for 1 tokens"):
         CompletionResponse.from_json(_body('{" a": -1}', lps="[-1, -2]"))
+
+
+def test_null_model_or_prompt_and_odd_stop_values_are_invalid_requests() -> None:
+    for body, param in (
+        ({"model": None, "prompt": "x"}, "model"),
+        ({"model": "m", "prompt": None}, "prompt"),
+        ({"model": "m", "prompt": "x", "stop": 5}, "stop"),
+        ({"model": "m", "prompt": "x", "stop": {"a": 1}}, "stop"),
+        ({"model": "m", "prompt": "x", "repetition_penalty": 0}, "repetition_penalty"),
+        ({"model": "m", "prompt": "x", "prompt_logprobs": 21}, "prompt_logprobs"),
+        ({"model": "m", "prompt": "bad \ud800 text"}, "prompt"),
+    ):
+        with pytest.raises(InvalidRequestError) as e:
+            CompletionRequest.from_json(body)
+        assert e.value.param == param, body

@@ -155,3 +155,9 @@ def test_an_interrupted_run_resumes_without_scoring_anything_twice(tmp_path, mon
     again = ck.score(X, TPL, VERB, model, check=False)
     assert again.provenance["requests"] == 0
     np.testing.assert_array_equal(again.logprobs, resumed.logprobs)
+
+
+def test_extreme_sampler_values_still_give_a_token(local_model) -> None:
+    for kw in ({"temperature": 5e-324}, {"repetition_penalty": 1e-300, "temperature": 1.0}, {"seed": -5, "temperature": 1.0}):
+        r = local_model.complete(local_model.make_request("Hello there, how are", max_tokens=2, **kw))
+        assert r.choices[0].finish_reason in ("length", "stop"), kw

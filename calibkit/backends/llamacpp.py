@@ -279,7 +279,8 @@ class _Sampler:
 
     def __init__(self, req: CompletionRequest, seed: int | None):
         self.req = req
-        self.rng = np.random.default_rng(seed)
+        # Any integer seeds the generator, negative ones included (numpy takes only >= 0).
+        self.rng = np.random.default_rng(None if seed is None else seed % 2**64)
 
     def pick(self, x: np.ndarray, history: list[int], generated: list[int]) -> int:
         r = self.req
@@ -287,18 +288,23 @@ class _Sampler:
         if r.repetition_penalty not in (None, 1.0) and history:
             ids = np.unique(np.asarray(history[-64:]))
             v = x[ids]
-            x[ids] = np.where(v > 0, v / r.repetition_penalty, v * r.repetition_penalty)
+            with np.errstate(over="ignore"):
+                x[ids] = np.where(v > 0, v / r.repetition_penalty, v * r.repetition_penalty)
         if generated and (r.presence_penalty or r.frequency_penalty):
             ids, counts = np.unique(np.asarray(generated), return_counts=True)
             x[ids] -= (r.frequency_penalty or 0.0) * counts + (r.presence_penalty or 0.0)
         temperature = 1.0 if r.temperature is None else r.temperature
-        if temperature == 0:
-            return int(np.argmax(x))
-        x = x / temperature
-        if r.top_k is not None and 0 < r.top_k < x.size:
-            kth = np.partition(x, -r.top_k)[-r.top_k]
-            x[x < kth] = -np.inf
-        p = np.exp(x - x.max())
+        best = x.max()
+        if temperature == 0 or not np.isfinite(best):
+            # Greedy; an extreme penalty can push logits to +inf: those tokens tie for first.
+            top = np.flatnonzero(x == best)
+            return int(top[0] if temperature == 0 or top.size == 1 else self.rng.choice(top))
+        with np.errstate(over="ignore", under="ignore"):
+            z = (x - best) / temperature  # shifted first, so a tiny temperature cannot overflow
+        if r.top_k is not None and 0 < r.top_k < z.size:
+            kth = np.partition(z, -r.top_k)[-r.top_k]
+            z[z < kth] = -np.inf
+        p = np.exp(z)
         p /= p.sum()
         if r.min_p:
             p[p < r.min_p * p.max()] = 0.0

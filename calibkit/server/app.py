@@ -47,9 +47,6 @@ __all__ = ["ServerConfig", "create_app"]
 
 log = logging.getLogger("calibkit.server")
 
-# Below this the sampler's logits/temperature overflows; the limit T -> 0 is greedy anyway.
-_GREEDY_BELOW = 1e-6
-_MIN_REPETITION_PENALTY = 1e-6
 
 
 @dataclass(frozen=True)
@@ -222,13 +219,6 @@ def create_app(
         if not isinstance(body, dict):
             raise _Error(400, f"the request body must be a JSON object (got {type(body).__name__})")
         body = dict(body)
-        for name in ("model", "prompt"):
-            if body.get(name) is None:
-                raise _Error(400, f"{name} is required", param=name)
-        stop = body.get("stop")
-        if stop is not None and not isinstance(stop, (str, list)):
-            raise _Error(400, f"stop must be a string or a list of at most 4 strings (got {type(stop).__name__})",
-                         param="stop")
         if body.get("max_tokens") is None:
             body["max_tokens"] = min(16, cfg.max_tokens_limit)
         try:
@@ -239,13 +229,6 @@ def create_app(
         if len(prompts) > cfg.max_prompts:
             raise _Error(400, f"prompt holds {len(prompts)} prompts; this server takes at most "
                               f"{cfg.max_prompts} per request: split them", param="prompt")
-        for i, p in enumerate(prompts):
-            try:
-                p.encode("utf-8")
-            except UnicodeEncodeError as e:
-                where = "prompt" if isinstance(req.prompt, str) else f"prompt[{i}]"
-                raise _Error(400, f"{where} is not valid Unicode text (a lone surrogate at character {e.start})",
-                             param="prompt") from None
         if req.max_tokens is not None and req.max_tokens > cfg.max_tokens_limit:
             raise _Error(400, f"max_tokens must be at most {cfg.max_tokens_limit} on this server "
                               f"(got {req.max_tokens})", param="max_tokens")
@@ -253,18 +236,7 @@ def create_app(
             v = getattr(req, name)
             if v is not None and v > cfg.max_n:
                 raise _Error(400, f"{name} must be at most {cfg.max_n} on this server (got {v})", param=name)
-        if req.prompt_logprobs is not None and req.prompt_logprobs > cfg.logprobs_cap:
-            raise _Error(400, f"prompt_logprobs must be an integer between 0 and {cfg.logprobs_cap} "
-                              f"(got {req.prompt_logprobs})", param="prompt_logprobs")
-        if req.repetition_penalty is not None and req.repetition_penalty < _MIN_REPETITION_PENALTY:
-            raise _Error(400, f"repetition_penalty must be positive, at least {_MIN_REPETITION_PENALTY} "
-                              f"(got {req.repetition_penalty}); 1 means no penalty", param="repetition_penalty")
-        changes: dict[str, Any] = {}
-        if req.temperature is not None and 0 < req.temperature < _GREEDY_BELOW:
-            changes["temperature"] = 0.0
-        if req.seed is not None and not 0 <= req.seed < 2**64:
-            changes["seed"] = req.seed % 2**64  # numpy's generators take non-negative seeds
-        return dataclasses.replace(req, **changes) if changes else req
+        return req
 
     async def run(model: Any, req: CompletionRequest) -> CompletionResponse:
         try:

@@ -95,7 +95,7 @@ def openapi_schema(
             ]}),
             "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
             "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
-            "repetition_penalty": _nullable({"type": "number", "minimum": 1e-6,
+            "repetition_penalty": _nullable({"type": "number", "minimum": 0, "exclusiveMinimum": True,
                                              "description": "1 is none; must be positive"}),
             "prompt_logprobs": _nullable({"type": "integer", "minimum": 0, "maximum": logprobs_cap,
                                           "description": "top-k log-probabilities at each prompt position"}),
