@@ -83,6 +83,11 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("dataset", nargs="?", default="sentiment",
                    help="a bundled data set name or a data file (default: sentiment)")
+    g.add_argument("--format", help="the data file's format when its name does not tell (sst2, agnews, trec, "
+                                    "superglue, csv, tsv, jsonl)")
+    g.add_argument("--text-column", action="append", metavar="NAME",
+                   help="a CSV/JSONL file's text column; repeat for a multi-field template")
+    g.add_argument("--label-column", metavar="NAME", help="a CSV/JSONL file's label column (default: label)")
     g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
     g.add_argument("--template", help="prompt template overriding the data set's, e.g. 'Review: {text}\\nSentiment:'")
     g.add_argument("--verbalizer", metavar="JSON",
@@ -96,7 +101,12 @@ def _load(args: argparse.Namespace):
     from .datasets import load_dataset
     from .templates import PromptTemplate, Verbalizer
 
-    ds = load_dataset(args.dataset)
+    options = {}
+    if args.text_column:
+        options["text_column"] = args.text_column[0] if len(args.text_column) == 1 else args.text_column
+    if args.label_column:
+        options["label_column"] = args.label_column
+    ds = load_dataset(args.dataset, format=args.format, **options)
     if args.limit is not None:
         if args.limit < 1:
             raise ValueError("--limit must be at least 1")
@@ -179,7 +189,6 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    import numpy as np
     import pandas as pd
 
     from .scoring import score
@@ -376,8 +385,11 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         print(f"created key {entry['id']} in {args.keys_file}; it is shown once, here:")
         print(key)
     elif args.action == "list":
-        for e in list_keys(args.keys_file):
+        entries = list_keys(args.keys_file)
+        for e in entries:
             print(f"{e['id']}  {e.get('created', '')}  {e.get('name', '')}")
+        if not entries:
+            print(f"no keys in {args.keys_file}; make one with: calibkit keys create --keys-file {args.keys_file}")
     else:
         e = revoke_key(args.keys_file, args.id)
         print(f"revoked {e['id']} ({e.get('name', '')})")
@@ -415,8 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (APIError, InvalidRequestError, ValueError, KeyError, FileNotFoundError) as e:
-        print(f"calibkit {args.command}: {e}", file=sys.stderr)
+    except (APIError, InvalidRequestError, ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+        print(f"calibkit {args.command}: {message}", file=sys.stderr)
         return 1
 
 

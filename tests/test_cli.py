@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from helpers import SHARED_DATA
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "calibkit.cli", *args], capture_output=True, text=True, timeout=300)
@@ -63,3 +67,36 @@ def test_score_then_calibrate_uses_the_content_free_rows(tmp_path) -> None:
     assert list(metrics.index) == ["uncalibrated", "contextual", "batch"]
     bad = run("calibrate", str(scores), "--calibrators", "domain")
     assert bad.returncode == 1 and "give backend" in bad.stderr
+
+
+SST2_DEV = SHARED_DATA / "sst2" / "dev.txt"
+
+
+@pytest.mark.skipif(not SST2_DEV.exists(), reason="needs ../shared/data/sst2/dev.txt")
+def test_eval_on_sst2_shows_contextual_calibration_beside_the_uncalibrated(tmp_path) -> None:
+    r = run("eval", str(SST2_DEV), "--limit", "300", "--calibrators", "contextual", "--bootstrap", "200",
+            "--out", str(tmp_path / "sst2"))
+    assert r.returncode == 0, r.stderr
+    assert "300 examples (150 to calibrate, 150 held out)" in r.stdout
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith(("uncalibrated", "contextual"))}
+    assert set(rows) == {"uncalibrated", "contextual"}
+    for line in rows.values():  # accuracy, NLL, Brier, ECE, smooth ECE: each 'value [low, high]'
+        assert line.count("[") == 5 and line.count("]") == 5
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "sst2" / "metrics.csv", index_col=0)
+    for m in ("accuracy", "ece"):
+        assert (table[f"{m}_low"] <= table[m]).all() and (table[m] <= table[f"{m}_high"]).all()
+    # on this model, contextual calibration is what makes zero-shot SST-2 work
+    assert table.loc["contextual", "accuracy"] > table.loc["uncalibrated", "accuracy"]
+
+
+def test_a_csv_file_with_named_columns(tmp_path) -> None:
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,stars\nA wonderful film.,good\nA boring mess.,bad\nLoved it.,good\nAwful.,bad\n")
+    r = run("score", str(data), "--text-column", "review", "--label-column", "stars",
+            "--template", "Review: {review}\\nSentiment:", "--verbalizer", '{"bad": " negative", "good": " positive"}')
+    assert r.returncode == 0, r.stderr
+    assert "4 examples" in r.stdout
+    bad = run("score", str(data), "--text-column", "nope")
+    assert bad.returncode == 1 and "nope" in bad.stderr and "Traceback" not in bad.stderr
