@@ -335,7 +335,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-ctx", type=int, default=2048, help="context length in tokens (default 2048)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    from .server.app import ServerConfig
+    from .server.config import ServerConfig
 
     defaults = ServerConfig()
     g = p.add_argument_group("limits")
@@ -346,7 +346,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .server.app import ServerConfig
+    from .server.config import ServerConfig
     from .server.run import serve
 
     config = ServerConfig(

@@ -459,9 +459,9 @@ class LocalModel(Backend):
     ) -> np.ndarray:
         """Exact log P(form | prompt) for every prompt and every form (token ids).
 
-        A form of several tokens is scored token by token on top of the prompt's
-        cached key/value entries; forms that share first tokens share those too.
-        Returns an array of shape (len(prompts), len(forms)).
+        The prompt is decoded once; a form of several tokens is scored on top of the
+        prompt's cached key/value entries, its tokens after the first decoded as one
+        more batch. Returns an array of shape (len(prompts), len(forms)).
         """
         forms = [tuple(int(t) for t in f) for f in forms]
         if not forms or any(len(f) == 0 for f in forms):

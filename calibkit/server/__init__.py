@@ -35,10 +35,14 @@ __all__ = [
 
 
 def __getattr__(name: str):  # the HTTP stack is imported only when an app is made
-    if name in ("ServerConfig", "create_app"):
-        from . import app
+    if name == "ServerConfig":
+        from .config import ServerConfig
 
-        return getattr(app, name)
+        return ServerConfig
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
     if name in ("load_models", "serve"):
         from . import run
 
