@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 # as requirements but its metrics need only torch: install it without them, with the
 # CPU build of torch.
 $(REFS): $(STAMP)
-	$(PY) -m pip install --quiet --no-deps netcal==1.4.0
 	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet --no-deps netcal==1.4.0
 	touch $(REFS)
 
 install: $(STAMP)

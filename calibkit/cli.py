@@ -218,6 +218,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             ignore_index=True,
         )
         if args.out.endswith(".parquet"):
+            _need_pyarrow()
             out.to_parquet(args.out, index=False)
         else:
             out.to_csv(args.out, index=False)
@@ -289,7 +290,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .report import evaluate
 
     path = args.scores
-    frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path, keep_default_na=False)
+    if path.endswith(".parquet"):
+        _need_pyarrow()
+        frame = pd.read_parquet(path)
+    else:
+        frame = pd.read_csv(path, keep_default_na=False)
     cols = [c for c in frame.columns if c.startswith("logprob[") and c.endswith("]")]
     if len(cols) < 2:
         raise ValueError(f"{path} has no logprob[<class>] columns; write it with calibkit score --out")
@@ -307,6 +312,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     stem = os.path.splitext(os.path.basename(path))[0]
     _finish_report(ev, args.out or os.path.join("reports", _slug(stem)), f"calibkit calibrate: {stem}")
     return 0
+
+
+def _need_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ValueError("Parquet files need pyarrow: pip install 'calibkit[parquet]', or use a .csv file") from None
 
 
 def _slug(name: str) -> str:

@@ -53,12 +53,13 @@ def test_eval_writes_the_report_folder(tmp_path) -> None:
     assert {"index.html", "metrics.csv", "metrics.md", "reliability.png"} <= {p.name for p in out.iterdir()}
 
 
-def test_score_then_calibrate_uses_the_content_free_rows(tmp_path) -> None:
-    scores = tmp_path / "scores.csv"
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_score_then_calibrate_uses_the_content_free_rows(tmp_path, suffix) -> None:
+    scores = tmp_path / f"scores{suffix}"
     assert run("score", "sentiment", "--limit", "40", "--out", str(scores)).returncode == 0
     import pandas as pd
 
-    frame = pd.read_csv(scores, keep_default_na=False)
+    frame = pd.read_parquet(scores) if suffix == ".parquet" else pd.read_csv(scores, keep_default_na=False)
     assert (frame["row"] == "content-free").sum() == 3 and (frame["row"] == "example").sum() == 40
     out = tmp_path / "cal"
     r = run("calibrate", str(scores), "--calibrators", "contextual,batch", "--bootstrap", "50", "--out", str(out))
