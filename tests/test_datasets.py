@@ -47,7 +47,8 @@ def test_generators_rewrite_the_same_file(script: str, name: str, tmp_path: Path
     # Run a copy of the script in a scratch tree so the shipped file is never touched.
     (tmp_path / "tools").mkdir()
     (tmp_path / "calibkit" / "datasets").mkdir(parents=True)
-    (tmp_path / "tools" / script).write_text((ROOT / "tools" / script).read_text())
+    for f in (script, "_bundled.py"):
+        (tmp_path / "tools" / f).write_text((ROOT / "tools" / f).read_text())
     subprocess.run([sys.executable, str(tmp_path / "tools" / script)], check=True, capture_output=True)
     assert (tmp_path / "calibkit" / "datasets" / f"{name}.csv").read_bytes() == \
         (ROOT / "calibkit" / "datasets" / f"{name}.csv").read_bytes()

@@ -6,9 +6,9 @@ predicate; a seeded shuffle picks 150 of each. Rerunning gives the same file.
     python tools/make_sentiment.py
 """
 
-import csv
 import random
-from pathlib import Path
+
+from _bundled import write_bundled
 
 SUBJECTS = [
     "The acting", "This film", "The soundtrack", "The plot", "The ending", "The dialogue",
@@ -40,12 +40,7 @@ def main() -> None:
         for s, p in rng.sample(pairs, 150):
             rows.append({"text": f"{s} {p}.", "label": label})
     rng.shuffle(rows)
-    out = Path(__file__).resolve().parents[1] / "calibkit" / "datasets" / "sentiment.csv"
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label"])
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {len(rows)} rows to {out}")
+    write_bundled("sentiment", rows, ["text", "label"])
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ Sci/Tech), so a template and verbalizer written for one fit the other.
     python tools/make_topic.py
 """
 
-import csv
 import random
-from pathlib import Path
+
+from _bundled import write_bundled
 
 PER_CLASS = 100
 WHEN = ["", " on Monday", " on Tuesday", " on Thursday", " this week", " late on Friday", " after weeks of talks"]
@@ -109,12 +109,7 @@ def main() -> None:
         for s, p in rng.sample(pairs, PER_CLASS):
             rows.append({"text": f"{s} {p}{rng.choice(WHEN)}.", "label": label})
     rng.shuffle(rows)
-    out = Path(__file__).resolve().parents[1] / "calibkit" / "datasets" / "topic.csv"
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label"])
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {len(rows)} rows to {out}")
+    write_bundled("topic", rows, ["text", "label"])
 
 
 if __name__ == "__main__":

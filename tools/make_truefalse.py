@@ -10,9 +10,9 @@ of each kind. Rerunning gives the same file.
     python tools/make_truefalse.py
 """
 
-import csv
 import random
-from pathlib import Path
+
+from _bundled import write_bundled
 
 PER_KIND_AND_LABEL = 40
 
@@ -161,12 +161,7 @@ def main() -> None:
             for text in rng.sample(pool, PER_KIND_AND_LABEL):
                 rows.append({"text": text, "label": label, "kind": kind})
     rng.shuffle(rows)
-    out = Path(__file__).resolve().parents[1] / "calibkit" / "datasets" / "truefalse.csv"
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label", "kind"])
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {len(rows)} rows to {out}")
+    write_bundled("truefalse", rows, ["text", "label", "kind"])
 
 
 if __name__ == "__main__":

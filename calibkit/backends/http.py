@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
-from ..api import ACS_LOGPROBS_CAP, APIError, CompletionRequest, CompletionResponse
+from ..api import ACS_LOGPROBS_CAP, APIError, CompletionRequest, CompletionResponse, Usage
 from ..cache import ResponseCache
 from .base import Backend
 
@@ -289,7 +289,7 @@ class Client(Backend):
                 id=resp.id,
                 model=resp.model,
                 choices=cs,
-                usage=type(resp.usage)(
+                usage=Usage(  # a pack's usage, shared out evenly
                     resp.usage.prompt_tokens // share,
                     resp.usage.completion_tokens // share,
                     resp.usage.total_tokens // share,
