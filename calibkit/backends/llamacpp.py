@@ -20,6 +20,7 @@ Example
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 import os
 import threading
@@ -47,15 +48,28 @@ __all__ = ["LocalModel", "default_model_path", "DEFAULT_MODEL_NAME"]
 DEFAULT_MODEL_NAME = "google/gemma-3-270m"
 
 
+_LOG = logging.getLogger("calibkit.llama_cpp")
+_log_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
+
+
 def _import_llama_cpp() -> Any:
+    global _log_callback
     try:
         import llama_cpp
-        from llama_cpp import _logger
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError(
             "the embedded model needs llama-cpp-python: pip install 'calibkit[local]'"
         ) from e
-    _logger.set_verbose(False)  # llama.cpp prints every tensor it loads otherwise
+    if _log_callback is None:
+        # llama.cpp writes every tensor it loads, and remarks on this model's file, to
+        # stderr; route it all to the "calibkit.llama_cpp" logger at DEBUG instead.
+        # Real failures reach the caller as errors of the call that failed.
+        @llama_cpp.llama_log_callback
+        def forward(level: int, text: bytes, user_data: Any) -> None:
+            _LOG.debug(text.decode("utf-8", errors="replace").rstrip())
+
+        _log_callback = forward
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
     return llama_cpp
 
 
