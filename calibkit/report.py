@@ -77,12 +77,6 @@ class Evaluation:
         return out
 
 
-def _identity_probs(X: np.ndarray) -> np.ndarray:
-    z = X - X.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
-
-
 def evaluate(
     X: Any,
     y: Any,
@@ -119,7 +113,7 @@ def evaluate(
         np.arange(len(y)), train_size=calibration_fraction, random_state=seed, stratify=stratify
     )
     y_cal, y_eval = labels[idx_cal], labels[idx_eval]
-    probs = {"uncalibrated": _identity_probs(logp[idx_eval])}
+    probs = {"uncalibrated": M.to_probs(logp[idx_eval], input="logprobs")}
     for name, cal in calibrators.items():
         if name == "uncalibrated":
             raise ValueError("'uncalibrated' is the model's own scores; name your calibrator otherwise")
