@@ -246,7 +246,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .report import evaluate
+    from .report import evaluate, slug
     from .scoring import score
 
     ds = _load(args)
@@ -263,7 +263,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                         "template": ds.template.template, "median label mass": f"{float(np.median(s.label_mass)):.4g}"})
     print(f"{ds.name}: {len(s)} examples ({ev.info['n_calibration']} to calibrate, {ev.info['n_evaluation']} held out), "
           f"model {backend.model_name}")
-    _finish_report(ev, args.out or os.path.join("reports", _slug(ds.name)), f"calibkit eval: {ds.name}")
+    out = args.out or os.path.join("reports", slug(os.path.basename(str(ds.name))))
+    _finish_report(ev, out, f"calibkit eval: {ds.name}")
     return 0
 
 
@@ -287,7 +288,7 @@ def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .report import evaluate
+    from .report import evaluate, slug
 
     path = args.scores
     if path.endswith(".parquet"):
@@ -310,7 +311,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                   calibration_fraction=args.calibration_fraction, seed=args.seed, n_boot=args.bootstrap,
                   info={"scores": path})
     stem = os.path.splitext(os.path.basename(path))[0]
-    _finish_report(ev, args.out or os.path.join("reports", _slug(stem)), f"calibkit calibrate: {stem}")
+    _finish_report(ev, args.out or os.path.join("reports", slug(stem)), f"calibkit calibrate: {stem}")
     return 0
 
 
@@ -319,10 +320,6 @@ def _need_pyarrow() -> None:
         import pyarrow  # noqa: F401
     except ImportError:
         raise ValueError("Parquet files need pyarrow: pip install 'calibkit[parquet]', or use a .csv file") from None
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in os.path.basename(str(name))) or "report"
 
 
 # -- serve and keys --------------------------------------------------------------------

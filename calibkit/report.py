@@ -178,7 +178,7 @@ def write_report(ev: Evaluation, folder: str | Path, *, title: str = "calibkit r
     plt.close(fig)
     singles = []
     for name, p in ev.probs.items():
-        fname = f"reliability_{_slug(name)}.png"
+        fname = f"reliability_{slug(name, 'calibrator')}.png"
         fig = plt.figure(figsize=(4.5, 5.5), layout="constrained")
         ax, hist_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
         plot_reliability(reliability_data(ev.y, p), ax=ax, hist_ax=hist_ax, title=name)
@@ -196,8 +196,9 @@ def write_report(ev: Evaluation, folder: str | Path, *, title: str = "calibkit r
     return out
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in name).strip("-") or "calibrator"
+def slug(name: str, fallback: str = "report") -> str:
+    """A name safe in a file or folder name: letters, digits, '-', '_' and '.' kept, others '-'."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or fallback
 
 
 def _markdown(frame: pd.DataFrame) -> str:
