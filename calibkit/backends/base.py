@@ -17,7 +17,13 @@ from typing import Any, Callable, Sequence
 from ..api import Choice, CompletionRequest, CompletionResponse, Usage
 from ..cache import ResponseCache, resolve_cache
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "check_int"]
+
+
+def check_int(name: str, value: Any, lo: int) -> None:
+    """A setting that must be a whole number of at least ``lo`` (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo} (got {value!r})")
 
 
 def _single(req: CompletionRequest, prompt: str) -> CompletionRequest:

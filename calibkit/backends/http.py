@@ -36,7 +36,7 @@ import httpx
 
 from ..api import ACS_LOGPROBS_CAP, APIError, CompletionRequest, CompletionResponse, Usage
 from ..cache import ResponseCache
-from .base import Backend
+from .base import Backend, check_int
 
 __all__ = ["Client"]
 
@@ -130,8 +130,7 @@ class Client(Backend):
             ("max_retries", max_retries, 0),
             ("echo_max_tokens", echo_max_tokens, 0),
         ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{pname} must be an integer >= {lo} (got {v!r})")
+            check_int(pname, v, lo)
         if logprobs_cap is not None and (isinstance(logprobs_cap, bool) or not isinstance(logprobs_cap, int) or logprobs_cap < 0):
             raise ValueError(f"logprobs_cap must be a non-negative integer or None (got {logprobs_cap!r})")
         self.logprobs_cap = logprobs_cap

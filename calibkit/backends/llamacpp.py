@@ -41,7 +41,7 @@ from ..api import (
     Usage,
 )
 from ..cache import ResponseCache, default_cache_path
-from .base import Backend
+from .base import Backend, check_int
 
 __all__ = ["LocalModel", "default_model_path", "DEFAULT_MODEL_NAME"]
 
@@ -383,9 +383,8 @@ class LocalModel(Backend):
             if not path.is_file():
                 raise FileNotFoundError(f"model_path {str(path)!r} is not a file; give the path of a GGUF model")
             default_name = path.stem
-        for pname, v, lo in (("n_ctx", n_ctx, 16), ("n_batch", n_batch, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{pname} must be an integer >= {lo} (got {v!r})")
+        check_int("n_ctx", n_ctx, 16)
+        check_int("n_batch", n_batch, 1)
         self.model_path = str(path.resolve())
         self.name = name or default_name
         self.n_ctx = n_ctx

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..backends.base import check_int
+
 __all__ = ["ServerConfig"]
 
 
@@ -34,6 +36,4 @@ class ServerConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            lo = 0 if f.name in ("max_tokens_limit", "logprobs_cap") else 1
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"ServerConfig.{f.name} must be an integer >= {lo} (got {v!r})")
+            check_int(f"ServerConfig.{f.name}", v, 0 if f.name in ("max_tokens_limit", "logprobs_cap") else 1)
