@@ -217,20 +217,12 @@ def _topk(
 
 
 def _exact_http(backend: Backend, prompts: list[str], forms: list[str], progress: bool | None) -> np.ndarray:
-    reqs = [
-        backend.make_request(p + f, max_tokens=backend.echo_max_tokens, echo=True, logprobs=0, temperature=0)
-        for p in prompts
-        for f in forms
-    ]
-    with _progress_bar(len(reqs), progress, "exact") as bar:
-        resps = backend.complete(reqs, progress=bar.update)
+    pairs = [(p, f) for p in prompts for f in forms]
+    with _progress_bar(len(pairs), progress, "exact") as bar:
+        spans = backend.echo_spans(pairs, progress=bar.update)
     out = np.empty((len(prompts), len(forms)))
-    for idx, resp in enumerate(resps):
+    for idx, span in enumerate(spans):
         i, j = divmod(idx, len(forms))
-        lp = resp.choices[0].logprobs
-        if lp is None:
-            raise ValueError(f"{backend.model_name} answered an echo request without logprobs")
-        span = lp.span(len(prompts[i]), len(prompts[i]) + len(forms[j]))
         if span is None:
             raise TokenizationError(
                 f"the form {forms[j]!r} merges with the end of prompt {i} into one token, so no "

@@ -75,24 +75,30 @@ class Backend(ABC):
         """The token strings of ``text`` (no BOS), or None where the backend cannot say."""
         return None
 
-    def form_tokens(self, prompt: str, forms: Sequence[str]) -> list[list[str] | None]:
-        """The tokens each form becomes right after ``prompt``; None where it merges with the prompt.
-
-        Learnt from the server itself: one echo request per form, so it holds for any
-        completions API, whatever its tokenizer.
-        """
+    def echo_spans(
+        self, pairs: Sequence[tuple[str, str]], *, progress: Callable[[int], None] | None = None
+    ) -> list[tuple[list[str], list[float | None]] | None]:
+        """Echo each ``prompt + form``; the form's tokens and their logprobs, None where it merges
+        with the end of the prompt (see :meth:`~calibkit.api.Logprobs.span`)."""
         reqs = [
-            self.make_request(prompt + f, max_tokens=self.echo_max_tokens, echo=True, logprobs=0, temperature=0)
-            for f in forms
+            self.make_request(p + f, max_tokens=self.echo_max_tokens, echo=True, logprobs=0, temperature=0)
+            for p, f in pairs
         ]
-        out: list[list[str] | None] = []
-        for f, resp in zip(forms, self.complete(reqs)):
+        out = []
+        for (p, f), resp in zip(pairs, self.complete(reqs, progress=progress)):
             lp = resp.choices[0].logprobs
             if lp is None:
                 raise ValueError(f"{self.model_name} answered an echo request without logprobs")
-            span = lp.span(len(prompt), len(prompt) + len(f))
-            out.append(None if span is None else span[0])
+            out.append(lp.span(len(p), len(p) + len(f)))
         return out
+
+    def form_tokens(self, prompt: str, forms: Sequence[str]) -> list[list[str] | None]:
+        """The tokens each form becomes right after ``prompt``; None where it merges with the prompt.
+
+        Learnt from the server itself by echo requests, so it holds for any completions
+        API, whatever its tokenizer.
+        """
+        return [None if span is None else span[0] for span in self.echo_spans([(prompt, f) for f in forms])]
 
     def make_request(self, prompt: str | Sequence[str], **kwargs: Any) -> CompletionRequest:
         """A request for this backend's model, checked against its logprobs cap."""
