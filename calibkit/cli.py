@@ -76,7 +76,6 @@ def _cmd_peek(args: argparse.Namespace) -> int:
 
 # -- data and calibrators shared by score / eval / calibrate ------------------------------
 DEFAULT_CALIBRATORS = "contextual,batch,temperature,contextual+temperature"
-CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -208,6 +207,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_colwidth", 40, "display.width", 160):
         print(pd.concat([frame[ds.fields + [ds.label_column]], table], axis=1).head(args.head).to_string(index=False))
     if args.out:
+        from .calibration.prior import CONTENT_FREE  # the inputs contextual calibration scores
+
         cf_frame = pd.DataFrame({f: list(CONTENT_FREE) for f in ds.fields})
         cf = score(cf_frame, ds.template, ds.verbalizer, backend, method=args.method, check=False)
         out = pd.concat(
