@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from calibkit.datasets import Dataset, list_datasets, load_dataset
+from calibkit.datasets import (
+    Dataset,
+    DatasetFormatError,
+    bundled_root,
+    list_datasets,
+    load_card_folder,
+    load_dataset,
+    read_card,
+)
+from calibkit.datasets.cards import CARD_KEYS
 from helpers import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,17 +51,107 @@ def test_truefalse_labels_stay_strings() -> None:
     assert set(ds.frame["kind"]) == {"arithmetic", "capitals", "continents", "animals", "everyday"}
 
 
-@pytest.mark.parametrize("script,name", [("make_topic.py", "topic"), ("make_truefalse.py", "truefalse"),
-                                         ("make_sentiment.py", "sentiment")])
-def test_generators_rewrite_the_same_file(script: str, name: str, tmp_path: Path) -> None:
-    # Run a copy of the script in a scratch tree so the shipped file is never touched.
-    (tmp_path / "tools").mkdir()
-    (tmp_path / "calibkit" / "datasets").mkdir(parents=True)
-    for f in (script, "_bundled.py"):
-        (tmp_path / "tools" / f).write_text((ROOT / "tools" / f).read_text())
-    subprocess.run([sys.executable, str(tmp_path / "tools" / script)], check=True, capture_output=True)
-    assert (tmp_path / "calibkit" / "datasets" / f"{name}.csv").read_bytes() == \
-        (ROOT / "calibkit" / "datasets" / f"{name}.csv").read_bytes()
+@pytest.mark.parametrize("name", ["sentiment", "topic", "truefalse"])
+def test_generators_rewrite_the_same_file(name: str, tmp_path: Path) -> None:
+    # Run a copy of the script in a scratch folder so the shipped file is never touched.
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "make.py").write_bytes((ROOT / "datasets" / name / "make.py").read_bytes())
+    subprocess.run([sys.executable, str(tmp_path / name / "make.py")], check=True, capture_output=True, cwd=tmp_path)
+    assert (tmp_path / name / "data.csv").read_bytes() == (ROOT / "datasets" / name / "data.csv").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["sentiment", "topic", "truefalse"])
+def test_each_folder_holds_data_card_and_script(name: str) -> None:
+    folder = ROOT / "datasets" / name
+    assert sorted(p.name for p in folder.iterdir() if p.name != "__pycache__") == ["README.md", "data.csv", "make.py"]
+    card = read_card(folder / "README.md")
+    assert set(CARD_KEYS) <= set(card.meta)
+    assert card.meta["license"] == "CC0-1.0" and "make.py" in card.meta["source"]
+    # The prose below the front matter states the same template, as it is written in the front matter.
+    prose = card.text.split("\n---\n", 1)[1]
+    assert json.dumps(card.meta["template"])[1:-1] in prose
+    assert "tools/" not in card.text and "calibkit/datasets/" not in card.text
+
+
+def test_the_top_level_folder_is_not_a_package() -> None:
+    # A datasets/__init__.py would make it a regular package that shadows the Hugging Face library.
+    assert not (ROOT / "datasets" / "__init__.py").exists()
+    assert bundled_root().name in ("datasets", "bundled")
+
+
+def test_the_settings_come_from_the_card() -> None:
+    ds = load_dataset("topic")
+    assert ds.template.template == "News: {text}\nCategory:"
+    assert ds.verbalizer.mapping == {"World": [" World"], "Sports": [" Sports"], "Business": [" Business"],
+                                     "Sci/Tech": [" Technology"]}
+    assert ds.label_column == "label" and ds.source == "bundled"
+    assert ds.card == (bundled_root() / "topic" / "README.md").read_text(encoding="utf-8")
+
+
+CARD = """---
+template: "Claim: {claim}\\nVerdict:"
+fields: ["claim"]
+label_column: verdict
+verbalizer:
+  "true": [" True", " Yes"]
+  "false": " False"
+license: CC0-1.0
+source: written for this test
+---
+# claims
+"""
+
+
+def write_folder(folder: Path, card: str = CARD, data: str = "claim,verdict\nSnow is cold.,true\nFire is cold.,false\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    (folder / "data.csv").write_text(data, encoding="utf-8")
+    return folder
+
+
+def test_a_card_folder_loads_by_path(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "claims")
+    ds = load_dataset(folder)
+    assert ds.name == "claims" and ds.fields == ["claim"] and ds.label_column == "verdict"
+    assert ds.classes == ["true", "false"] and list(ds.y) == ["true", "false"]  # strings, not booleans
+    assert ds.verbalizer.mapping["true"] == [" True", " Yes"]
+    assert ds.template.format(ds.X.iloc[0]) == "Claim: Snow is cold.\nVerdict:"
+    with pytest.raises(TypeError, match="takes no options"):
+        load_dataset(folder, text_column="claim")
+
+
+@pytest.mark.parametrize("edit,pattern", [
+    (lambda c: c.replace("license: CC0-1.0\n", ""),
+     r"claims/README\.md: the front matter has no 'license' key; add it between the --- lines"),
+    (lambda c: c.replace("source: written for this test\n", ""), r"no 'source' key"),
+    (lambda c: c.replace("label_column: verdict\n", ""), r"no 'label_column' key.*label_column: label"),
+    (lambda c: c.replace('fields: ["claim"]', "fields: claim"), r"'fields' is 'claim', not a non-empty list"),
+    (lambda c: c.replace('fields: ["claim"]', 'fields: ["text"]'), r"'fields' \['text'\] are not the fields of its template"),
+    (lambda c: c.replace('fields: ["claim"]', 'fields: ["claim"'), r"README\.md, line 3: the value of 'fields' is not valid JSON"),
+    (lambda c: c.replace('  "false": " False"\n', ""), r"'verbalizer' cannot be used.*at least two classes"),
+    (lambda c: c.replace('  "false": " False"', '  "false": {"x": 1}'), r"form for 'false' is {'x': 1}"),
+    (lambda c: c.replace("license: CC0-1.0", "license: CC0-1.0\nlicense: MIT"), r"line 9: 'license' is given twice"),
+    (lambda c: c.replace("template:", "  template:"), r"line 2: an indented line"),
+    (lambda c: c.replace("source: written", "source:written"), r"line 9: expected 'key: value'"),
+    (lambda c: c[4:], r"no front matter: a card begins with a line '---'"),
+    (lambda c: c.replace("---\n# claims", "# claims"), r"the front matter is not closed"),
+])
+def test_a_bad_card_names_the_file_and_the_key(tmp_path: Path, edit, pattern: str) -> None:
+    folder = write_folder(tmp_path / "claims", edit(CARD))
+    with pytest.raises(DatasetFormatError, match=pattern):
+        load_card_folder(folder)
+
+
+def test_bad_data_beside_a_card(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "claims", data="claim,verdict\nSnow is cold.,maybe\n")
+    with pytest.raises(DatasetFormatError, match=r"data\.csv: the label\(s\) \['maybe'\] are not classes.*README\.md"):
+        load_card_folder(folder)
+    write_folder(folder, data="text,verdict\nSnow is cold.,true\n")
+    with pytest.raises(DatasetFormatError, match=r"no column\(s\) \['claim'\].*fix 'fields' or 'label_column'"):
+        load_card_folder(folder)
+    (folder / "data.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="no data.csv beside the card"):
+        load_card_folder(folder)
 
 
 @pytest.mark.model

@@ -109,6 +109,62 @@ def test_cb_jsonl_with_index_labels(tmp_path: Path) -> None:
     assert infer_format(r) == "cb"
 
 
+CB_RECORDS = [{"premise": "It rained all night.", "hypothesis": "The ground is wet.", "label": "entailment"},
+              {"premise": "It rained all night.", "hypothesis": "The ground is dry.", "label": "contradiction"},
+              {"premise": "It rained all night.", "hypothesis": "It was a Monday.", "label": "neutral"}]
+
+
+@pytest.mark.parametrize("where", ["val.jsonl", "rte/val.jsonl", "superglue/train.jsonl"])
+def test_cb_is_told_from_rte_by_its_labels(tmp_path: Path, where: str) -> None:
+    # A CB file is CB by its labels wherever it lies, even in a folder named rte: RTE has no
+    # contradiction or neutral, and reading it as RTE would fail on its second line.
+    p = tmp_path / where
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(json.dumps(r) for r in CB_RECORDS) + "\n", encoding="utf-8")
+    assert infer_format(p) == "cb"
+    for ds in (load_dataset(p), read_path(p), read_path(p, format="superglue"), read_superglue(p)):
+        assert ds.name == f"cb:{p.name}"
+        assert ds.classes == ["entailment", "contradiction", "neutral"]
+        assert list(ds.y) == ["entailment", "contradiction", "neutral"]
+        assert ds.verbalizer.all_forms == [" True", " False", " Neither"]
+    # CB's own indices: 2 (neutral) is CB's alone.
+    q = write(tmp_path, "indices.jsonl", "\n".join(json.dumps({**r, "label": i}) for i, r in enumerate(CB_RECORDS)))
+    assert infer_format(q) == "cb" and list(read_path(q).y) == ["entailment", "contradiction", "neutral"]
+
+
+def test_rte_labels_and_ambiguous_files(tmp_path: Path) -> None:
+    rte = [{"premise": "p", "hypothesis": "h", "label": "entailment"}, {"premise": "p", "hypothesis": "h", "label": "not_entailment"}]
+    (tmp_path / "cb").mkdir()
+    p = write(tmp_path / "cb", "val.jsonl", "\n".join(json.dumps(r) for r in rte))
+    assert infer_format(p) == "rte" and read_path(p).name == "rte:val.jsonl"
+    # Labels that both have (entailment, 0, 1): the path decides, else RTE.
+    only = json.dumps(rte[0]) + "\n"
+    assert infer_format(write(tmp_path / "cb", "dev.jsonl", only)) == "cb"
+    assert infer_format(write(tmp_path, "dev.jsonl", only)) == "rte"
+    # Told explicitly, the task holds: CB labels in format="rte" are an error naming the line.
+    cb = write(tmp_path, "x.jsonl", "\n".join(json.dumps(r) for r in CB_RECORDS))
+    with pytest.raises(DatasetFormatError, match=r"x\.jsonl, line 2: unknown RTE label 'contradiction'"):
+        read_path(cb, format="rte")
+
+
+def test_formats_lists_every_format_read_path_takes(tmp_path: Path) -> None:
+    from calibkit.datasets import FORMATS
+    from calibkit.datasets.formats import FORMAT_DESCRIPTIONS
+
+    assert tuple(FORMAT_DESCRIPTIONS) == FORMATS
+    assert {"sst2", "agnews", "trec", "rte", "cb", "superglue", "csv", "tsv", "jsonl"} <= set(FORMATS)
+    assert all(isinstance(v, str) and v for v in FORMAT_DESCRIPTIONS.values())
+    p = write(tmp_path, "notes.txt", "hello world\n")
+    for fmt in FORMATS:
+        # Each is accepted (the file is wrong for most, which is a different error).
+        try:
+            read_path(p, format=fmt)
+        except ValueError as e:
+            assert "is not one calibkit reads" not in str(e), fmt
+    with pytest.raises(ValueError, match=r"format='nope' is not one calibkit reads; use one of \[.*'cb'.*'superglue'"):
+        read_path(p, format="nope")
+
+
 def test_generic_csv_multi_field(tmp_path: Path) -> None:
     p = write(tmp_path, "pairs.csv", "question,passage,answer\nIs ice cold?,Ice is frozen.,yes\n"
               "Is fire cold?,Fire burns.,no\n")

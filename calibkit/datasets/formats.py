@@ -12,10 +12,15 @@ format         file                                              reader
 ``sst2``       ``0 a dull mess`` lines (0 negative, 1 positive)  :func:`read_sst2`
 ``agnews``     CSV ``Class Index,Title,Description`` (1..4)      :func:`read_agnews`
 ``trec``       ``DESC:manner How did ... ?`` lines               :func:`read_trec`
-``rte``/``cb`` SuperGLUE JSONL: premise, hypothesis, label       :func:`read_superglue`
-``csv``        any CSV/TSV with named text and label columns     :func:`read_file`
+``rte``        SuperGLUE RTE JSONL: premise, hypothesis, label   :func:`read_superglue`
+``cb``         SuperGLUE CB JSONL, likewise (three labels)       :func:`read_superglue`
+``superglue``  RTE or CB, told apart by the labels               :func:`read_superglue`
+``csv``        any CSV with named text and label columns         :func:`read_file`
+``tsv``        any tab-separated file, likewise                  :func:`read_file`
 ``jsonl``      any JSON-lines file, likewise                     :func:`read_file`
 =============  ================================================  =========================
+
+:data:`FORMATS` names them all; :data:`FORMAT_DESCRIPTIONS` says in a line what each reads.
 
 >>> from calibkit.datasets.formats import read_path
 >>> ds = read_path("../shared/data/sst2/dev.txt")       # doctest: +SKIP
@@ -40,6 +45,7 @@ from ._dataset import Dataset, DatasetFormatError
 
 __all__ = [
     "FORMATS",
+    "FORMAT_DESCRIPTIONS",
     "infer_format",
     "read_agnews",
     "read_file",
@@ -51,7 +57,19 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
-FORMATS = ("sst2", "agnews", "trec", "rte", "cb", "csv", "jsonl")
+# Every format read_path(path, format=...) accepts, with a line about each (for --help texts).
+FORMAT_DESCRIPTIONS: dict[str, str] = {
+    "sst2": "SST-2 '<label> <sentence>' lines, 0 negative / 1 positive",
+    "agnews": "AG News CSV 'Class Index,Title,Description', 1..4 = World, Sports, Business, Sci/Tech",
+    "trec": "TREC 'COARSE:fine question' lines",
+    "rte": "SuperGLUE RTE JSONL: premise, hypothesis, label (entailment / not_entailment)",
+    "cb": "SuperGLUE CB JSONL: premise, hypothesis, label (entailment / contradiction / neutral)",
+    "superglue": "SuperGLUE RTE or CB JSONL, told apart by the labels (then by a folder or file named rte or cb)",
+    "csv": "any CSV with named text and label columns (text_column=, label_column=)",
+    "tsv": "any tab-separated file with named text and label columns",
+    "jsonl": "any JSON-lines file with named text and label fields",
+}
+FORMATS: tuple[str, ...] = tuple(FORMAT_DESCRIPTIONS)
 
 SST2_TEMPLATE = "Review: {text}\nSentiment:"
 SST2_LABELS = {"0": "negative", "1": "positive"}
@@ -246,13 +264,28 @@ def _json_records(path: PathLike) -> Iterator[tuple[int, dict]]:
         yield n, record
 
 
+def _superglue_task(path: PathLike, labels: Sequence[Any]) -> str:
+    """RTE or CB: by the labels where they tell (only CB has contradiction, neutral or 2; only RTE
+    not_entailment), else by a folder or file named rte or cb, else RTE."""
+    seen = {label for label in labels if isinstance(label, (str, int)) and not isinstance(label, bool)}
+    if seen & {"contradiction", "neutral", 2}:
+        return "cb"
+    if "not_entailment" in seen:
+        return "rte"
+    parts = {p.lower() for p in Path(path).parts} | {Path(path).stem.lower()}
+    hinted = [t for t in SUPERGLUE if t in parts or any(p.startswith(t + "_") or p.startswith(t + "-") for p in parts)]
+    return hinted[0] if len(hinted) == 1 else "rte"
+
+
 def read_superglue(path: PathLike, task: str | None = None, *, template: PromptTemplate | str | None = None,
                    verbalizer: Verbalizer | Mapping | None = None) -> Dataset:
     """SuperGLUE-style JSONL with premise, hypothesis and label: RTE or CB.
 
     ``task`` is ``"rte"`` (entailment / not_entailment) or ``"cb"`` (entailment /
-    contradiction / neutral); by default it is read from the path (a folder or file
-    named rte or cb) or else from the labels. Integer labels are read as the
+    contradiction / neutral); by default it is told from the labels (contradiction,
+    neutral or index 2 only CB has, not_entailment only RTE), or where they do not
+    tell (entailment and indices 0/1 only) from the path (a folder or file named rte
+    or cb), else RTE. Integer labels are read as the
     SuperGLUE class indices (RTE: 0 entailment, 1 not_entailment; CB: 0 entailment,
     1 contradiction, 2 neutral).
 
@@ -262,13 +295,7 @@ def read_superglue(path: PathLike, task: str | None = None, *, template: PromptT
     """
     records = list(_json_records(path))
     if task is None:
-        parts = {p.lower() for p in Path(path).parts} | {Path(path).stem.lower()}
-        hinted = [t for t in SUPERGLUE if t in parts or any(p.startswith(t + "_") or p.startswith(t + "-") for p in parts)]
-        if len(hinted) == 1:
-            task = hinted[0]
-        else:
-            seen = {r.get("label") for _, r in records}
-            task = "cb" if seen & {"contradiction", "neutral", 2} else "rte"
+        task = _superglue_task(path, [r.get("label") for _, r in records])
     if task not in SUPERGLUE:
         raise ValueError(f"task={task!r} is not a SuperGLUE premise/hypothesis task calibkit reads; use 'rte' or 'cb'")
     labels_of = SUPERGLUE[task]["labels"]
@@ -386,8 +413,30 @@ def read_file(
                    default_template, default_verbalizer, card, lines)
 
 
+def _labels_of_jsonl(path: PathLike) -> Iterator[Any]:
+    """The label of each record that parses (the reader reports the lines that do not)."""
+    for line in _read_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            yield record.get("label")
+
+
 def infer_format(path: PathLike) -> str:
-    """The format of a file, from its extension and first line (one of :data:`FORMATS`)."""
+    """The format of a file, from its extension and first line (one of :data:`FORMATS`).
+
+    A SuperGLUE premise/hypothesis JSONL file is ``cb`` or ``rte`` by its labels (see
+    :func:`read_superglue`).
+
+    >>> import json, tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     p = pathlib.Path(folder) / "val.jsonl"
+    ...     _ = p.write_text(json.dumps({"premise": "It rained.", "hypothesis": "It was dry.", "label": "contradiction"}))
+    ...     infer_format(p)
+    'cb'
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no data file at {str(path)!r}; give the path of an existing file")
@@ -399,7 +448,7 @@ def infer_format(path: PathLike) -> str:
         except json.JSONDecodeError:
             return "jsonl"
         if isinstance(record, dict) and {"premise", "hypothesis"} <= set(record):
-            return "cb" if "cb" in {s.lower() for s in p.parts} | {p.stem.lower()} else "rte"
+            return _superglue_task(p, list(_labels_of_jsonl(p)))
         return "jsonl"
     if suffix in (".csv", ".tsv"):
         return "agnews" if first.lower().startswith("class index,title,description") else "csv"

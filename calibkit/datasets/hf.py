@@ -31,15 +31,27 @@ class HFUnavailableError(RuntimeError):
     """The Hugging Face ``datasets`` library is missing, or cannot reach the Hub (offline)."""
 
 
+_INSTALL = ("install it with `pip install 'calibkit[hf]'` (or `pip install datasets`), or read a local file "
+            "instead: load_dataset('path/to/file.csv', text_column=..., label_column=...)")
+
+
 def _import_datasets() -> Any:
     try:
-        return importlib.import_module("datasets")
+        module = importlib.import_module("datasets")
     except ImportError as e:
         raise HFUnavailableError(
-            "reading 'hf:' data sets needs the Hugging Face `datasets` library, which is not installed "
-            f"({e}); install it with `pip install 'calibkit[hf]'` (or `pip install datasets`), or read a "
-            "local file instead: load_dataset('path/to/file.csv', text_column=..., label_column=...)"
+            f"reading 'hf:' data sets needs the Hugging Face `datasets` library, which is not installed ({e}); "
+            + _INSTALL
         ) from None
+    if not callable(getattr(module, "load_dataset", None)):
+        # Without the library, `import datasets` can find a plain folder of that name on sys.path (a
+        # namespace package), such as calibkit's own bundled data sets at the top of a source checkout.
+        where = list(getattr(module, "__path__", None) or []) or getattr(module, "__file__", None)
+        raise HFUnavailableError(
+            "reading 'hf:' data sets needs the Hugging Face `datasets` library, which is not installed: "
+            f"`import datasets` found {where} instead, which has no load_dataset; " + _INSTALL
+        )
+    return module
 
 
 def _is_offline(exc: BaseException) -> bool:

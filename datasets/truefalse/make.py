@@ -1,4 +1,4 @@
-"""Writes calibkit/datasets/truefalse.csv: true and false factual statements, written for calibkit.
+"""Writes datasets/truefalse/data.csv: true and false factual statements, written for calibkit.
 
 Five kinds of statement, each built from hand-written facts that are not in doubt:
 arithmetic (small sums and products), capitals, continents, animals (class and legs)
@@ -7,12 +7,12 @@ wrong value: a neighbouring number, another country's capital, another continent
 hand-written wrong counterpart. A seeded sample picks 40 true and 40 false statements
 of each kind. Rerunning gives the same file.
 
-    python tools/make_truefalse.py
+    python datasets/truefalse/make.py
 """
 
+import csv
 import random
-
-from _bundled import write_bundled
+from pathlib import Path
 
 PER_KIND_AND_LABEL = 40
 
@@ -161,7 +161,17 @@ def main() -> None:
             for text in rng.sample(pool, PER_KIND_AND_LABEL):
                 rows.append({"text": text, "label": label, "kind": kind})
     rng.shuffle(rows)
-    write_bundled("truefalse", rows, ["text", "label", "kind"])
+    write(rows, ["text", "label", "kind"])
+
+
+def write(rows: list[dict], fields: list[str]) -> None:
+    """Write ``rows`` to data.csv beside this script (csv's own dialect: comma, CRLF line ends)."""
+    out = Path(__file__).resolve().parent / "data.csv"
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {len(rows)} rows to {out}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Writes calibkit/datasets/topic.csv: short news-like sentences in four topics, written for calibkit.
+"""Writes datasets/topic/data.csv: short news-like sentences in four topics, written for calibkit.
 
 Each topic has a few groups of hand-written subjects and predicates that fit together
 ("The central bank" + "raised interest rates by a quarter point"); a sentence joins a
@@ -6,12 +6,12 @@ subject, a predicate and a time phrase. A seeded sample picks 100 sentences per 
 Rerunning gives the same file. The class names are AG News's (World, Sports, Business,
 Sci/Tech), so a template and verbalizer written for one fit the other.
 
-    python tools/make_topic.py
+    python datasets/topic/make.py
 """
 
+import csv
 import random
-
-from _bundled import write_bundled
+from pathlib import Path
 
 PER_CLASS = 100
 WHEN = ["", " on Monday", " on Tuesday", " on Thursday", " this week", " late on Friday", " after weeks of talks"]
@@ -109,7 +109,17 @@ def main() -> None:
         for s, p in rng.sample(pairs, PER_CLASS):
             rows.append({"text": f"{s} {p}{rng.choice(WHEN)}.", "label": label})
     rng.shuffle(rows)
-    write_bundled("topic", rows, ["text", "label"])
+    write(rows, ["text", "label"])
+
+
+def write(rows: list[dict], fields: list[str]) -> None:
+    """Write ``rows`` to data.csv beside this script (csv's own dialect: comma, CRLF line ends)."""
+    out = Path(__file__).resolve().parent / "data.csv"
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {len(rows)} rows to {out}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
-"""Writes calibkit/datasets/sentiment.csv: short movie-review sentences, written for calibkit.
+"""Writes datasets/sentiment/data.csv: short movie-review sentences, written for calibkit.
 
 Each review joins a subject ("The soundtrack") to a hand-written positive or negative
 predicate; a seeded shuffle picks 150 of each. Rerunning gives the same file.
 
-    python tools/make_sentiment.py
+    python datasets/sentiment/make.py
 """
 
+import csv
 import random
-
-from _bundled import write_bundled
+from pathlib import Path
 
 SUBJECTS = [
     "The acting", "This film", "The soundtrack", "The plot", "The ending", "The dialogue",
@@ -40,7 +40,17 @@ def main() -> None:
         for s, p in rng.sample(pairs, 150):
             rows.append({"text": f"{s} {p}.", "label": label})
     rng.shuffle(rows)
-    write_bundled("sentiment", rows, ["text", "label"])
+    write(rows, ["text", "label"])
+
+
+def write(rows: list[dict], fields: list[str]) -> None:
+    """Write ``rows`` to data.csv beside this script (csv's own dialect: comma, CRLF line ends)."""
+    out = Path(__file__).resolve().parent / "data.csv"
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {len(rows)} rows to {out}")
 
 
 if __name__ == "__main__":
