@@ -9,7 +9,7 @@ probabilities, and calibrate those probabilities.
 
 from . import diagrams, metrics
 from .api import APIError, CompletionRequest, CompletionResponse, InvalidRequestError
-from .backends import Backend, Client, LocalModel
+from .backends import Backend, Client, Continuation, LocalModel
 from .cache import ResponseCache
 from .calibration import (
     BatchCalibration,
@@ -26,16 +26,18 @@ from .calibration import (
 )
 from .diagrams import plot_reliability, plot_reliability_grid, reliability_data
 from .estimator import LogprobClassifier, LogprobVectorizer, make_calibrator
-from .scoring import LabelScores, TokenizationError, score
+from .label_scores import LabelScores, read_scores, write_scores
+from .scoring import TokenizationError, content_free_scores, domain_context_scores, random_domain_texts, score
 from .templates import PromptTemplate, TokenizationTrap, TokenizationWarning, Verbalizer, check_traps
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "APIError",
     "Backend",
     "BatchCalibration",
     "Client",
+    "Continuation",
     "CompletionRequest",
     "CompletionResponse",
     "ContextualCalibration",
@@ -59,12 +61,17 @@ __all__ = [
     "VectorScaling",
     "Verbalizer",
     "check_traps",
+    "content_free_scores",
     "cross_val_calibrate",
     "diagrams",
+    "domain_context_scores",
     "make_calibrator",
     "metrics",
     "plot_reliability",
     "plot_reliability_grid",
+    "random_domain_texts",
+    "read_scores",
     "reliability_data",
     "score",
+    "write_scores",
 ]

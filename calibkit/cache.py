@@ -1,9 +1,15 @@
-"""A persistent response cache in sqlite (WAL), keyed by the canonical request.
+"""One persistent cache of the model's answers in sqlite (WAL), in front of every backend.
 
 The key is a SHA-256 of the canonical JSON of the backend's identity (model,
-endpoint) and of the request itself (one prompt at a time), never of the API key, so
-that a rerun after an interruption, or the same example scored twice, asks the model
-nothing that already finished. Each answer is committed as soon as it arrives.
+endpoint, the settings that change numbers) and of the question (top-k after one
+prompt, or one continuation's log-probabilities), never of the API key, so that a
+rerun after an interruption, or the same example scored twice, asks the model nothing
+that already finished. Answers are committed batch by batch as they arrive
+(:class:`~calibkit.backends.base.Backend` does that).
+
+Answers are kept in a table named for their layout (``answers_v2``). A file that also
+holds answers of another layout (calibkit 0.1 kept whole responses in ``responses``)
+is used as it is, the other table ignored with a one-line message: never misread.
 
 Example
 -------
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -30,13 +37,17 @@ from typing import Any, Iterable, Mapping
 
 __all__ = ["ResponseCache", "default_cache_path", "resolve_cache"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
+#: The layout of keys and values this version reads and writes.
+LAYOUT = 2
+_TABLE = f"answers_v{LAYOUT}"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {_TABLE} (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
     created REAL NOT NULL DEFAULT (julianday('now'))
 )
 """
+_log = logging.getLogger("calibkit.cache")
 
 
 def _canonical(obj: Any) -> str:
@@ -82,8 +93,19 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as conn:
-            conn.execute(_SCHEMA)
+        conn = self._conn()
+        conn.execute(_SCHEMA)
+        others = [
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if name != _TABLE and not name.startswith("sqlite_")
+        ]
+        if others:
+            # WARNING reaches stderr as one line even where logging is not configured.
+            _log.warning(
+                "calibkit: the cache %s also holds answers of another layout (%s); they are ignored",
+                self.path, ", ".join(sorted(others)),
+            )
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -95,10 +117,10 @@ class ResponseCache:
         return conn
 
     @staticmethod
-    def key(identity: Mapping[str, Any], request: Mapping[str, Any]) -> str:
-        """The cache key of one request to one backend (identity carries no secret)."""
+    def key(identity: Mapping[str, Any], question: Mapping[str, Any]) -> str:
+        """The cache key of one question to one backend (identity carries no secret)."""
         return hashlib.sha256(
-            _canonical({"backend": identity, "request": request}).encode("utf-8")
+            _canonical({"backend": identity, "question": question}).encode("utf-8")
         ).hexdigest()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -108,7 +130,7 @@ class ResponseCache:
         for i in range(0, len(keys), 500):  # sqlite's bound-parameter limit
             chunk = keys[i : i + 500]
             rows = conn.execute(
-                f"SELECT key, value FROM responses WHERE key IN ({','.join('?' * len(chunk))})",
+                f"SELECT key, value FROM {_TABLE} WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
             ).fetchall()
             for k, v in rows:
@@ -122,15 +144,15 @@ class ResponseCache:
         with conn:
             conn.execute("BEGIN")
             conn.executemany(
-                "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+                f"INSERT OR REPLACE INTO {_TABLE} (key, value) VALUES (?, ?)",
                 [(k, _encode_value(v)) for k, v in items.items()],
             )
 
     def __len__(self) -> int:
-        return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        return self._conn().execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0]
 
     def clear(self) -> None:
-        self._conn().execute("DELETE FROM responses")
+        self._conn().execute(f"DELETE FROM {_TABLE}")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

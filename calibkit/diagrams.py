@@ -34,7 +34,9 @@ from .metrics import (
     _top_label,
 )
 
-__all__ = ["ReliabilityData", "reliability_data", "proportion_interval", "plot_reliability", "plot_reliability_grid"]
+__all__ = [
+    "ReliabilityData", "reliability_data", "proportion_interval", "plot_reliability", "plot_reliability_grid", "pyplot",
+]
 
 INTERVALS = ("wilson", "clopper-pearson")
 
@@ -164,7 +166,8 @@ def reliability_data(
     )
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """matplotlib.pyplot, or an ImportError that says how to install it."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -199,7 +202,7 @@ def plot_reliability(
     >>> ax.get_ylabel(), ax.hist_ax.get_xlabel()
     ('accuracy', 'confidence (top label)')
     """
-    plt = _pyplot()
+    plt = pyplot()
     if not isinstance(data, ReliabilityData):
         if p is None:
             raise ValueError("pass a ReliabilityData, or labels y and probabilities p.")
@@ -255,7 +258,7 @@ def plot_reliability_grid(
     calibrator's n×K probabilities on the same examples ``y``; keywords go to
     :func:`reliability_data`. Returns the matplotlib Figure.
     """
-    plt = _pyplot()
+    plt = pyplot()
     if not probs:
         raise ValueError("probs is empty; map each calibrator's name to its probabilities.")
     ncols = ncols or len(probs)

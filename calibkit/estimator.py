@@ -37,7 +37,8 @@ from .calibration import (
     TemperatureScaling,
     VectorScaling,
 )
-from .scoring import LabelScores, score
+from .label_scores import LabelScores
+from .scoring import content_free_scores, default_backend, domain_context_scores, score
 from .templates import PromptTemplate, Verbalizer, iter_examples
 
 __all__ = ["CALIBRATIONS", "LogprobClassifier", "LogprobVectorizer", "make_calibrator"]
@@ -70,16 +71,6 @@ def _verbalizer(v: Verbalizer | Mapping[Hashable, Any] | None) -> Verbalizer:
     return v if isinstance(v, Verbalizer) else Verbalizer(v)
 
 
-def _backend(b: Backend | None) -> Backend:
-    if b is None:
-        from .backends.llamacpp import LocalModel
-
-        return LocalModel()
-    if not isinstance(b, Backend):
-        raise TypeError(f"backend must be a calibkit Client or LocalModel (got {type(b).__name__})")
-    return b
-
-
 def make_calibrator(
     name: str,
     classes: Sequence[Hashable],
@@ -90,12 +81,13 @@ def make_calibrator(
     texts: Sequence[str] | None = None,
     content_free: Any = None,
     method: str = "auto",
+    k: int | None = None,
 ) -> BaseEstimator:
     """A calibrator by name (see :data:`CALIBRATIONS`); ``"a+b"`` chains them in a Pipeline.
 
     "contextual" takes the scores of content-free inputs from ``content_free``, or
     obtains them through ``backend``, ``template`` and ``verbalizer``; "domain" needs
-    those three and in-domain ``texts``.
+    those three and in-domain ``texts``; ``method`` and ``k`` say how they are scored.
 
     >>> pipe = make_calibrator("contextual+temperature", ["neg", "pos"], content_free=[[-1.0, -2.0]])
     >>> [name for name, _ in pipe.steps]
@@ -105,7 +97,7 @@ def make_calibrator(
         from sklearn.pipeline import make_pipeline
 
         kw = dict(backend=backend, template=template, verbalizer=verbalizer, texts=texts,
-                  content_free=content_free, method=method)
+                  content_free=content_free, method=method, k=k)
         return make_pipeline(*(make_calibrator(part, classes, **kw) for part in name.split("+")))  # type: ignore[arg-type]
     classes = list(classes)
     simple = {
@@ -130,12 +122,12 @@ def make_calibrator(
                 + (" (or content_free= scores)" if name == "contextual" else "")
             )
         if name == "contextual":
-            cal = ContextualCalibration.from_backend(backend, template, verbalizer, method=method)
-        else:
-            if not texts:
-                raise ValueError("the 'domain' calibration draws random words from in-domain texts: give texts=")
-            cal = DomainContextCalibration.from_backend(backend, template, verbalizer, texts=texts, method=method)
-        return cal.set_params(classes=classes)
+            cf = content_free_scores(template, verbalizer, backend, method=method, k=k)
+            return ContextualCalibration(content_free=np.asarray(cf), classes=classes)
+        if not texts:
+            raise ValueError("the 'domain' calibration draws random words from in-domain texts: give texts=")
+        dc = domain_context_scores(template, verbalizer, backend, texts=texts, method=method, k=k)
+        return DomainContextCalibration(content_free=np.asarray(dc), classes=classes)
     raise ValueError(f"unknown calibration {name!r}; choose from {', '.join(CALIBRATIONS)}, or join them with '+'")
 
 
@@ -179,7 +171,7 @@ class LogprobVectorizer(TransformerMixin, BaseEstimator):
         """Check the parameters; nothing is learnt from X."""
         self.template_ = _template(self.template)
         self.verbalizer_ = _verbalizer(self.verbalizer)
-        self.backend_ = _backend(self.backend)
+        self.backend_ = default_backend(self.backend)
         if self.method not in ("auto", "topk", "exact"):
             raise ValueError(f"method must be 'auto', 'topk' or 'exact' (got {self.method!r})")
         self.classes_ = np.array(self.verbalizer_.classes, dtype=object)
@@ -254,7 +246,7 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
         texts = [str(v) for ex in iter_examples(X) for v in (ex.values() if isinstance(ex, Mapping) else [ex])]
         return make_calibrator(
             self.calibration, classes, backend=vec.backend_, template=vec.template_,
-            verbalizer=vec.verbalizer_, texts=texts, method=self.method,
+            verbalizer=vec.verbalizer_, texts=texts, method=self.method, k=self.k,
         )
 
     def fit(self, X: Any, y: Any) -> "LogprobClassifier":

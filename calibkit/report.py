@@ -163,7 +163,7 @@ ECE: 15 equal-width bins, top-label, L1. Lower is better for all but accuracy.</
 def write_report(ev: Evaluation, folder: str | Path, *, title: str = "calibkit report") -> Path:
     """Write metrics.csv, metrics.md, probabilities.csv, evaluation.json, reliability PNGs
     and index.html; return the folder."""
-    from .diagrams import _pyplot, plot_reliability, plot_reliability_grid, reliability_data
+    from .diagrams import plot_reliability, plot_reliability_grid, pyplot, reliability_data
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def write_report(ev: Evaluation, folder: str | Path, *, title: str = "calibkit r
     shown = ev.formatted()
     (out / "metrics.md").write_text(_markdown(shown))
     (out / "evaluation.json").write_text(json.dumps(ev.info, indent=2, default=str) + "\n")
-    plt = _pyplot()
+    plt = pyplot()
     fig = plot_reliability_grid(ev.y, ev.probs, ncols=min(len(ev.probs), 4))
     fig.savefig(out / "reliability.png", dpi=110)
     plt.close(fig)

@@ -6,20 +6,28 @@ right (calibration, metrics, diagrams) works on the plain arrays of
 
 Methods
 -------
+Scoring asks a backend only the two questions of the model seam
+(:mod:`calibkit.backends.base`): the top-k next tokens after a prompt, and the
+log-probabilities of a continuation's tokens. It never asks which backend it holds.
+
 ``"topk"``
-    One request per example (``max_tokens=1, logprobs=k``). A form missing from the
+    One top-k question per example. A form missing from the
     top-k is *censored*: its probability is at most the k-th largest top-k
     probability, and all missing forms together at most 1 - sum(top-k). The bound is
     kept (``censored`` mask), never replaced by zero. A form of several tokens is
     censored too: its first token's probability bounds it from above.
 ``"exact"``
-    log P(form | prompt) for the whole form: natively in the embedded model (no top-k
-    cap, the prompt's key/value cache reused across forms), by echo scoring of
-    prompt + form over HTTP.
+    log P(form | prompt) for the whole form, multi-token forms too: one continuation
+    question per example and form.
 ``"auto"``
     top-k first, exact only for the examples where a censored value could change the
-    argmax or a form is several tokens. The embedded model goes straight to exact,
-    which costs it no more than top-k.
+    argmax or a form is several tokens. A backend whose continuation question costs no
+    more than its top-k one (``exact_is_cheap``, the embedded model) is asked for
+    exact log-probabilities straight away.
+
+The content-free inputs of the prior corrections are scored here too
+(:func:`content_free_scores`, :func:`domain_context_scores`), so that the
+calibrators get plain scores and import nothing from the model half.
 
 Example
 -------
@@ -34,15 +42,25 @@ Example
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Hashable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from .backends.base import Backend
+from .label_scores import LabelScores
 from .templates import PromptTemplate, Verbalizer, check_traps, iter_examples, warn_traps
 
-__all__ = ["LabelScores", "TokenizationError", "score"]
+__all__ = [
+    "CONTENT_FREE",
+    "TokenizationError",
+    "content_free_scores",
+    "domain_context_scores",
+    "random_domain_texts",
+    "score",
+]
+
+#: The content-free inputs of contextual calibration (Zhao et al. 2021).
+CONTENT_FREE = ("N/A", "", "[MASK]")
 
 Method = Literal["auto", "topk", "exact"]
 
@@ -58,101 +76,6 @@ def _logsumexp_rows(a: np.ndarray, groups: Sequence[int], k: int) -> np.ndarray:
     return out
 
 
-@dataclass
-class LabelScores:
-    """Class log-probabilities of n examples, with what is known about their precision.
-
-    Attributes
-    ----------
-    logprobs : (n, K) log P(class | prompt), the sum over the class's forms. Not
-        renormalised: a small base model puts little mass on the label set (see
-        ``label_mass``). Where ``censored`` is True the entry is an upper bound.
-    censored : (n, K) bool, entries known only as an upper bound (top-k scoring).
-    classes : the K class labels, in column order.
-    label_mass : (n,) total probability on the label set, sum of exp(logprobs).
-    form_logprobs : (n, F) the same for each form (``forms``, class ``form_class``).
-    exact : (n,) bool, rows scored exactly (whole forms) rather than from the top-k.
-    provenance : model, backend, method, k, requests made, cache hits, template.
-
-    ``np.asarray(scores)`` is ``scores.logprobs``, so a LabelScores goes straight into
-    a calibrator, whose identity map is the softmax over each row.
-    """
-
-    logprobs: np.ndarray
-    censored: np.ndarray
-    classes: list[Hashable]
-    label_mass: np.ndarray
-    form_logprobs: np.ndarray
-    forms: list[str]
-    form_class: list[int]
-    exact: np.ndarray
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n, k = self.logprobs.shape
-        if k != len(self.classes) or self.censored.shape != (n, k) or self.label_mass.shape != (n,):
-            raise ValueError("LabelScores arrays do not agree in shape")
-
-    def __len__(self) -> int:
-        return self.logprobs.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        return self.logprobs.astype(dtype) if dtype is not None else self.logprobs
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.logprobs.shape  # type: ignore[return-value]
-
-    def __getitem__(self, rows: Any) -> "LabelScores":
-        """The scores of some rows (a slice, indices or a boolean mask)."""
-        idx = np.arange(len(self))[rows]
-        idx = np.atleast_1d(idx)
-        return LabelScores(
-            logprobs=self.logprobs[idx],
-            censored=self.censored[idx],
-            classes=list(self.classes),
-            label_mass=self.label_mass[idx],
-            form_logprobs=self.form_logprobs[idx],
-            forms=list(self.forms),
-            form_class=list(self.form_class),
-            exact=self.exact[idx],
-            provenance=dict(self.provenance),
-        )
-
-    @property
-    def probs(self) -> np.ndarray:
-        """P(class | prompt, label set): each row renormalised over the K classes."""
-        z = self.logprobs - self.logprobs.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
-
-    def predict(self) -> list[Hashable]:
-        """The most probable class of each example (ties: the first class)."""
-        return [self.classes[i] for i in np.argmax(self.logprobs, axis=1)]
-
-    def to_frame(self) -> "Any":
-        """A pandas DataFrame: one logprob and one censored column per class, label mass, prediction."""
-        import pandas as pd
-
-        data: dict[str, Any] = {}
-        for k, c in enumerate(self.classes):
-            data[f"logprob[{c}]"] = self.logprobs[:, k]
-        for k, c in enumerate(self.classes):
-            data[f"censored[{c}]"] = self.censored[:, k]
-        data["label_mass"] = self.label_mass
-        data["exact"] = self.exact
-        data["prediction"] = self.predict()
-        return pd.DataFrame(data)
-
-    def __repr__(self) -> str:
-        n, k = self.shape
-        return (
-            f"LabelScores(n={n}, classes={self.classes}, model={self.provenance.get('model')!r}, "
-            f"method={self.provenance.get('method')!r}, censored={int(self.censored.sum())}, "
-            f"median label mass={np.median(self.label_mass) if n else float('nan'):.3g})"
-        )
-
-
 def _progress_bar(total: int, enabled: bool | None, desc: str) -> Any:
     from tqdm.auto import tqdm
 
@@ -161,32 +84,20 @@ def _progress_bar(total: int, enabled: bool | None, desc: str) -> Any:
 
 
 def _topk(
-    backend: Backend,
-    prompts: list[str],
+    answers: list[dict[str, float]],
     first_tokens: list[str],
     multi: list[bool],
     form_class: list[int],
     n_classes: int,
     k: int,
-    progress: bool | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Form values/bounds (n, F), form censored (n, F), class values/bounds (n, K), class censored."""
-    reqs = [backend.make_request(p, max_tokens=1, logprobs=k, temperature=0) for p in prompts]
-    with _progress_bar(len(prompts), progress, f"top-{k}") as bar:
-        resps = backend.complete(reqs, progress=bar.update)
-    n, F = len(prompts), len(first_tokens)
+    n, F = len(answers), len(first_tokens)
     fv = np.empty((n, F))
     fc = np.zeros((n, F), dtype=bool)
     cv = np.empty((n, n_classes))
     cc = np.zeros((n, n_classes), dtype=bool)
-    for i, resp in enumerate(resps):
-        lp = resp.choices[0].logprobs
-        if lp is None or not lp.top_logprobs or lp.top_logprobs[0] is None:
-            raise ValueError(
-                f"{backend.model_name} returned no top_logprobs for prompt {i}; the endpoint must "
-                "support the logprobs field of the completions API"
-            )
-        top = lp.top_logprobs[0]
+    for i, top in enumerate(answers):
         values = sorted(top.values(), reverse=True)
         # The k-th largest bounds every token outside the top k (a (k+1)-th entry is
         # the sampled token, which is no more likely); fewer than k entries bound by the last.
@@ -216,21 +127,32 @@ def _topk(
     return fv, fc, cv, cc
 
 
-def _exact_http(backend: Backend, prompts: list[str], forms: list[str], progress: bool | None) -> np.ndarray:
+def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: bool | None) -> np.ndarray:
     pairs = [(p, f) for p in prompts for f in forms]
     with _progress_bar(len(pairs), progress, "exact") as bar:
-        spans = backend.echo_spans(pairs, progress=bar.update)
+        answers = backend.continuation_logprobs(pairs, progress=bar.update)
     out = np.empty((len(prompts), len(forms)))
-    for idx, span in enumerate(spans):
+    for idx, ans in enumerate(answers):
         i, j = divmod(idx, len(forms))
-        if span is None:
+        if ans is None:
             raise TokenizationError(
                 f"the form {forms[j]!r} merges with the end of prompt {i} into one token, so no "
                 "log-probability belongs to it alone; end the template earlier or change the form"
             )
-        if any(v is None for v in span[1]):
-            raise ValueError(f"{backend.model_name} sent a null logprob inside the form {forms[j]!r}")
-        out[i, j] = float(sum(span[1]))  # type: ignore[arg-type]
+        out[i, j] = ans.logprob
+    return out
+
+
+def _form_tokens(backend: Backend, prompt: str, forms: list[str]) -> list[list[str]]:
+    toks = backend.form_tokens(prompt, forms)
+    out = []
+    for f, t in zip(forms, toks):
+        if t is None:
+            raise TokenizationError(
+                f"the form {f!r} merges with the end of the prompt into one token; top-k "
+                "scoring cannot see it. End the template earlier or change the form"
+            )
+        out.append(t)
     return out
 
 
@@ -253,8 +175,8 @@ def score(
         the template's fields.
     template : a PromptTemplate, or a format string such as ``"Review: {text}\\nSentiment:"``.
     verbalizer : a Verbalizer, or a mapping ``{class: form or [forms]}``.
-    backend : a :class:`~calibkit.Client` or :class:`~calibkit.LocalModel`
-        (default: the embedded model).
+    backend : any :class:`~calibkit.Backend`: a :class:`~calibkit.Client`, a
+        :class:`~calibkit.LocalModel` (the default, the embedded model), your own.
     method : ``"auto"``, ``"topk"`` or ``"exact"`` (see the module's doc).
     k : top-k for ``"topk"``/``"auto"`` (default: the endpoint's cap, else 20).
     progress : a tqdm bar; None shows it for 64 examples or more.
@@ -270,12 +192,7 @@ def score(
         template = PromptTemplate(template)
     if not isinstance(verbalizer, Verbalizer):
         verbalizer = Verbalizer(verbalizer)
-    if backend is None:
-        from .backends.llamacpp import LocalModel
-
-        backend = LocalModel()
-    if not isinstance(backend, Backend):
-        raise TypeError(f"backend must be a calibkit Client or LocalModel (got {type(backend).__name__})")
+    backend = default_backend(backend)
     rows = iter_examples(examples)
     prompts = template.format_many(rows, verbalizer)
     forms, form_class = verbalizer.all_forms, verbalizer.form_class
@@ -292,38 +209,29 @@ def score(
     k_used = None
     if n == 0:
         pass
-    elif getattr(backend, "native_exact", False) and method != "topk":
-        ids = [backend.token_ids(f) for f in forms]  # type: ignore[attr-defined]
-        with _progress_bar(n, progress, "exact") as bar:
-            fv = backend.form_logprobs(prompts, ids, progress=bar.update)  # type: ignore[attr-defined]
-        exact[:] = True
-    elif method == "exact":
-        fv = _exact_http(backend, prompts, forms, progress)
+    elif method == "exact" or (method == "auto" and backend.exact_is_cheap):
+        fv = _exact(backend, prompts, forms, progress)
         exact[:] = True
     else:
         k_used = k if k is not None else (backend.logprobs_cap or 20)
-        toks = backend.form_tokens(prompts[0], forms)
-        for f, t in zip(forms, toks):
-            if t is None:
-                raise TokenizationError(
-                    f"the form {f!r} merges with the end of the prompt into one token; top-k "
-                    "scoring cannot see it. End the template earlier or change the form"
-                )
-        first = [t[0] for t in toks]  # type: ignore[index]
-        multi = [len(t) > 1 for t in toks]  # type: ignore[arg-type]
+        toks = _form_tokens(backend, prompts[0], forms)
+        first = [t[0] for t in toks]
+        multi = [len(t) > 1 for t in toks]
         shared = len({(t, c) for t, c in zip(first, form_class)}) > len(set(first))
         if method == "auto" and (any(multi) or shared):
             # Top-k cannot settle any example here: go straight to exact.
-            fv = _exact_http(backend, prompts, forms, progress)
+            fv = _exact(backend, prompts, forms, progress)
             exact[:] = True
         else:
-            fv, fc, cv, cc = _topk(backend, prompts, first, multi, form_class, K, k_used, progress)
+            with _progress_bar(n, progress, f"top-{k_used}") as bar:
+                answers = backend.top_k(prompts, k_used, progress=bar.update)
+            fv, fc, cv, cc = _topk(answers, first, multi, form_class, K, k_used)
         if method == "auto" and not exact.all():
             known = np.where(cc, -np.inf, cv)
             could_flip = (cc & (cv >= known.max(axis=1)[:, None])).any(axis=1)
             if could_flip.any():
                 sel = np.flatnonzero(could_flip)
-                fv[sel] = _exact_http(backend, [prompts[i] for i in sel], forms, progress)
+                fv[sel] = _exact(backend, [prompts[i] for i in sel], forms, progress)
                 fc[sel] = False
                 exact[sel] = True
 
@@ -356,3 +264,94 @@ def score(
         exact=exact,
         provenance=provenance,
     )
+
+
+def default_backend(backend: Backend | None) -> Backend:
+    """``backend`` checked, or the embedded model where it is None."""
+    if backend is None:
+        from .backends.llamacpp import LocalModel
+
+        return LocalModel()
+    if not isinstance(backend, Backend):
+        raise TypeError(
+            f"backend must be a calibkit Backend such as Client or LocalModel (got {type(backend).__name__})"
+        )
+    return backend
+
+
+def _fill(template: PromptTemplate, text: str) -> dict[str, str]:
+    """One example filling every field of the template with ``text``."""
+    return {name: text for name in template.fields}
+
+
+def content_free_scores(
+    template: PromptTemplate | str,
+    verbalizer: Verbalizer | Mapping[Hashable, str | Sequence[str]],
+    backend: Backend | None = None,
+    *,
+    texts: Sequence[str] = CONTENT_FREE,
+    method: Method = "auto",
+    k: int | None = None,
+) -> LabelScores:
+    """Scores of content-free inputs, for :class:`~calibkit.ContextualCalibration`.
+
+    Every field of the template is filled with each of ``texts`` ("N/A", "", "[MASK]"
+    by default); few-shot demonstrations in the template stay as they are. ``method``
+    and ``k`` as for :func:`score`: score them as the examples they correct.
+
+    >>> import calibkit as ck
+    >>> cf = ck.content_free_scores("Review: {text}\\nSentiment:",
+    ...                             {"neg": " negative", "pos": " positive"})       # doctest: +SKIP
+    >>> ck.ContextualCalibration(content_free=cf).fit(scores)                     # doctest: +SKIP
+    """
+    if isinstance(template, str):
+        template = PromptTemplate(template)
+    if isinstance(texts, str) or not len(texts):
+        raise ValueError("texts must be a non-empty list of content-free strings, e.g. ['N/A', '', '[MASK]']")
+    return score([_fill(template, t) for t in texts], template, verbalizer, backend, method, k=k, check=False)
+
+
+def random_domain_texts(
+    texts: Sequence[str], *, n_samples: int = 20, length: int | None = None, seed: int | None = 0
+) -> list[str]:
+    """Random strings of in-domain words (Fei et al. 2023).
+
+    Words are drawn with replacement from all whitespace-separated words of
+    ``texts`` (so frequent words are drawn more often); each string has
+    ``length`` words, by default the mean word count of ``texts``.
+
+    >>> random_domain_texts(["a great film", "a dull plot"], n_samples=2, seed=0)
+    ['plot a a', 'great great a']
+    """
+    words = [w for t in texts for w in str(t).split()]
+    if not words:
+        raise ValueError("texts has no words to sample from; pass in-domain texts (unlabelled is fine).")
+    if length is None:
+        length = max(1, round(len(words) / len(texts)))
+    if length < 1 or n_samples < 1:
+        raise ValueError(f"length={length} and n_samples={n_samples} must be positive.")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(words), size=(n_samples, length))
+    return [" ".join(words[i] for i in row) for row in draws]
+
+
+def domain_context_scores(
+    template: PromptTemplate | str,
+    verbalizer: Verbalizer | Mapping[Hashable, str | Sequence[str]],
+    backend: Backend | None = None,
+    *,
+    texts: Sequence[str],
+    n_samples: int = 20,
+    length: int | None = None,
+    seed: int | None = 0,
+    method: Method = "auto",
+    k: int | None = None,
+) -> LabelScores:
+    """Scores of ``n_samples`` random strings of in-domain words, for :class:`~calibkit.DomainContextCalibration`.
+
+    >>> import calibkit as ck
+    >>> dc = ck.domain_context_scores("Review: {text}\\nSentiment:", {"neg": " negative", "pos": " positive"},
+    ...                               texts=train_texts)                           # doctest: +SKIP
+    """
+    strings = random_domain_texts(texts, n_samples=n_samples, length=length, seed=seed)
+    return content_free_scores(template, verbalizer, backend, texts=strings, method=method, k=k)

@@ -1,5 +1,6 @@
-"""Shared fixtures: the embedded model (loaded once), an in-memory backend and a
-scripted HTTP server on 127.0.0.1 (both in helpers.py)."""
+"""Shared fixtures: the embedded model (loaded once), llama-cpp-python's own Llama over
+the same file (the reference), an in-memory backend and a scripted HTTP server on
+127.0.0.1 (both in helpers.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ def local_model():
     from calibkit import LocalModel
 
     return LocalModel(cache=False)
+
+
+@pytest.fixture(scope="session")
+def reference_llama(local_model):
+    """llama.cpp through llama-cpp-python's high-level class, set up like the engine
+    (the same batch size and attention kernel, so the same arithmetic)."""
+    import llama_cpp
+
+    return llama_cpp.Llama(
+        local_model.model_path, n_ctx=2048, n_batch=local_model.n_batch, n_ubatch=local_model.n_batch,
+        flash_attn=True, logits_all=True, verbose=False,
+    )
 
 
 @pytest.fixture

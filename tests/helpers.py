@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from calibkit.api import Choice, CompletionRequest, CompletionResponse, Logprobs, Usage
-from calibkit.backends.base import Backend
+from calibkit.backends.base import Backend, Continuation
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -26,52 +26,39 @@ def sst2(split: str = "dev", n: int = 30) -> tuple[list[str], list[int]]:
 class TableBackend(Backend):
     """An in-memory backend: each prompt's next-token distribution is given as a dict.
 
-    ``continuations[prompt + form]`` gives exact log-probabilities for echo scoring.
-    Tokens are whitespace-led words (" positive"), so a form's tokens are its words.
+    ``continuations[prompt + form]`` gives exact log-probabilities, all on the form's
+    last token. Tokens are whitespace-led words (" positive"), so a form's tokens are
+    its words, and a form that does not start with a space merges with the prompt.
+    ``asked`` records every question the model answered.
     """
 
     def __init__(self, next_token: dict[str, dict[str, float]], continuations: dict[str, float] | None = None,
-                 logprobs_cap: int | None = 20):
-        super().__init__(cache=False)
+                 logprobs_cap: int | None = 20, cache: Any = False):
+        super().__init__(cache=cache)
         self.next_token = next_token
         self.continuations = continuations or {}
         self.logprobs_cap = logprobs_cap
-        self.sent: list[CompletionRequest] = []
+        self.asked: list[tuple] = []
 
     @property
     def identity(self) -> dict[str, Any]:
         return {"backend": "table", "model": "table"}
 
-    @staticmethod
-    def _words(text: str) -> list[str]:
-        return re.findall(r"\s*\S+", text)
+    def _answer_top_k(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        self.asked += [("top_k", p) for p in prompts]
+        return [dict(sorted(self.next_token[p].items(), key=lambda kv: -kv[1])[:k]) for p in prompts]
 
-    def _complete_many(self, requests: list[CompletionRequest], on_done: Callable) -> None:
-        for i, r in enumerate(requests):
-            self.sent.append(r)
-            self.requests_made += 1
-            prompt = r.prompts[0]
-            if r.echo:
-                toks = self._words(prompt)
-                offs, pos = [], 0
-                for t in toks:
-                    offs.append(pos)
-                    pos += len(t)
-                # All the log-probability of a known continuation sits on its last token.
-                lps: list[float | None] = [None] + [0.0] * (len(toks) - 1)
-                for full, lp in self.continuations.items():
-                    if full == prompt:
-                        lps[-1] = lp
-                lp_obj = Logprobs(tokens=toks, token_logprobs=lps, top_logprobs=[None] * len(toks), text_offset=offs)
-                choice = Choice(index=0, text=prompt, logprobs=lp_obj, finish_reason="length")
-            else:
-                dist = self.next_token[prompt]
-                k = r.logprobs or 0
-                top = dict(sorted(dist.items(), key=lambda kv: -kv[1])[:k])
-                best = max(dist, key=dist.get)
-                lp_obj = Logprobs(tokens=[best], token_logprobs=[dist[best]], top_logprobs=[top], text_offset=[0])
-                choice = Choice(index=0, text=best, logprobs=lp_obj, finish_reason="length")
-            on_done([i], [CompletionResponse(id="cmpl-t", model="table", choices=[choice], usage=Usage())])
+    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+        self.asked += [("continuation", p, c) for p, c in pairs]
+        out: list[Continuation | None] = []
+        for p, c in pairs:
+            words = re.findall(r"\s*\S+", c)
+            if not c[0].isspace() and p and not p[-1].isspace():
+                out.append(None)
+                continue
+            lps = [0.0] * (len(words) - 1) + [self.continuations.get(p + c, -30.0)]
+            out.append(Continuation(tuple(words), tuple(lps)))
+        return out
 
 
 class ScriptedServer:
@@ -89,6 +76,8 @@ class ScriptedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, so that a client's connection reuse shows
+
             def log_message(self, *a: Any) -> None:  # quiet
                 pass
 
@@ -97,7 +86,8 @@ class ScriptedServer:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 with server.lock:
-                    server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers),
+                                            "peer": self.client_address[1]})
                     step = server.script.pop(0) if server.script else server.default
                 if step is None:
                     status, headers, payload = 500, {}, {"error": {"message": "no scripted answer"}}

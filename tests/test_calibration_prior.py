@@ -1,6 +1,4 @@
 import pickle
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ from calibkit.calibration import (
     ContextualCalibration,
     DomainContextCalibration,
     TemperatureScaling,
-    random_domain_texts,
 )
 
 
@@ -65,7 +62,7 @@ def test_content_free_prior_averages_raw_probabilities_like_the_reference_code()
 def test_prior_corrections_need_no_labels_but_need_their_prior():
     X = np.log([[0.2, 0.8], [0.6, 0.4]])
     assert BatchCalibration().fit(X).classes_.tolist() == [0, 1]
-    with pytest.raises(ValueError, match="from_backend"):
+    with pytest.raises(ValueError, match=r"content_free=calibkit.content_free_scores\(template, verbalizer, backend\)"):
         ContextualCalibration().fit(X)
     with pytest.raises(ValueError, match="content_free has 3 columns"):
         ContextualCalibration(content_free=[[0.0, 0.0, 0.0]]).fit(X)
@@ -115,102 +112,3 @@ def test_transform_returns_corrected_log_probabilities():
     X = np.log([[0.2, 0.8], [0.6, 0.4]])
     bc = BatchCalibration().fit(X)
     np.testing.assert_allclose(np.exp(bc.transform(X)), bc.predict_proba(X))
-
-
-class FakeTemplate(str):
-    fields = ("question", "text")
-
-
-@pytest.fixture
-def fake_core(monkeypatch):
-    """A stand-in for calibkit.scoring.score that records what it is asked to score."""
-    calls = []
-
-    def score(examples, template, verbalizer, backend, method="auto", progress=False):
-        calls.append({"examples": list(examples), "template": template, "method": method})
-        k = len(verbalizer)
-        rows = [np.log(np.arange(1, k + 1) / 100.0 * (i + 1)) for i in range(len(calls[-1]["examples"]))]
-        return Scores(rows, list(verbalizer))
-
-    module = types.ModuleType("calibkit.scoring")
-    module.score = score
-    monkeypatch.setitem(sys.modules, "calibkit.scoring", module)
-    return calls
-
-
-def test_contextual_from_backend_fills_every_field(fake_core):
-    verbalizer = {"no": [" no"], "yes": [" yes"]}
-    cc = ContextualCalibration.from_backend("backend", FakeTemplate("Q: {question}\n{text}\nA:"), verbalizer)
-    assert fake_core[0]["examples"] == [
-        {"question": "N/A", "text": "N/A"},
-        {"question": "", "text": ""},
-        {"question": "[MASK]", "text": "[MASK]"},
-    ]
-    assert cc.classes == ["no", "yes"]
-    cc.fit(np.zeros((1, 2)))
-    np.testing.assert_allclose(cc.prior_, [1 / 3, 2 / 3])
-
-
-def test_domain_context_from_backend_scores_random_in_domain_words(fake_core):
-    texts = ["the movie was great fun", "a dull and tedious plot"]
-    dc = DomainContextCalibration.from_backend(
-        "backend", FakeTemplate("{text}"), {"neg": [" bad"], "pos": [" good"]}, texts=texts, n_samples=5, seed=3
-    )
-    strings = [ex["text"] for ex in fake_core[0]["examples"]]
-    assert strings == random_domain_texts(texts, n_samples=5, seed=3)
-    assert all(len(s.split()) == 5 for s in strings)  # the mean word count of texts
-    vocabulary = {w for t in texts for w in t.split()}
-    assert all(set(s.split()) <= vocabulary for s in strings)
-    assert isinstance(dc, DomainContextCalibration)
-
-
-def test_batch_from_backend_fits_on_the_scored_examples(fake_core):
-    bc = BatchCalibration.from_backend("b", FakeTemplate("{text}"), {"a": [" a"], "b": [" b"]}, examples=["x", "y"])
-    assert fake_core[0]["examples"] == ["x", "y"]
-    assert bc.classes_.tolist() == ["a", "b"]
-    np.testing.assert_allclose(bc.prior_, [1 / 3, 2 / 3])
-
-
-def test_random_domain_texts_are_seeded():
-    texts = ["one two three", "four five six seven"]
-    assert random_domain_texts(texts, seed=1) == random_domain_texts(texts, seed=1)
-    assert random_domain_texts(texts, seed=1) != random_domain_texts(texts, seed=2)
-    assert all(len(s.split()) == 4 for s in random_domain_texts(texts, length=4))
-    with pytest.raises(ValueError, match="no words"):
-        random_domain_texts(["", "  "])
-
-
-# -- priors obtained through the embedded model ------------------------------------------
-
-
-def test_contextual_calibration_from_the_embedded_model(local_model) -> None:
-    import calibkit as ck
-    from helpers import sst2
-
-    tpl, verb = "Review: {text}\nSentiment:", {0: " negative", 1: " positive"}
-    X, y = sst2("dev", 40)
-    scores = ck.score(X, tpl, verb, local_model)
-    cal = ck.ContextualCalibration.from_backend(local_model, tpl, verb).fit(scores)  # no labels needed
-    cf = ck.score(["N/A", "", "[MASK]"], tpl, verb, local_model).logprobs
-    prior = np.exp(cf).mean(axis=0)
-    prior /= prior.sum()
-    expected = scores.probs / prior
-    expected /= expected.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(cal.predict_proba(scores), expected, rtol=1e-9)
-    # the correction removes most of this model's bias towards one label
-    raw_share = np.mean(np.argmax(scores.logprobs, axis=1) == 1)
-    fixed_share = np.mean(cal.predict(scores) == 1)
-    assert abs(fixed_share - np.mean(y)) < abs(raw_share - np.mean(y))
-
-
-def test_batch_and_domain_context_from_the_embedded_model(local_model) -> None:
-    import calibkit as ck
-    from helpers import sst2
-
-    tpl, verb = "Review: {text}\nSentiment:", {0: " negative", 1: " positive"}
-    X, _ = sst2("dev", 20)
-    batch = ck.BatchCalibration.from_backend(local_model, tpl, verb, examples=X)
-    s = ck.score(X, tpl, verb, local_model)
-    np.testing.assert_allclose(batch.predict_proba(s).mean(axis=0), [0.5, 0.5], atol=0.15)
-    dc = ck.DomainContextCalibration.from_backend(local_model, tpl, verb, texts=X, n_samples=5, seed=1)
-    assert dc.fit(s).predict_proba(s).shape == (20, 2)

@@ -14,7 +14,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
 import calibkit as ck
-from calibkit.backends import llamacpp
+from calibkit.backends.llamacpp.engine import Engine
 
 from helpers import SHARED_DATA, sst2
 
@@ -33,7 +33,7 @@ def no_model_loading(monkeypatch):
     def refuse(self, key):
         raise AssertionError("a model was loaded again")
 
-    monkeypatch.setattr(llamacpp._Engine, "__init__", refuse)
+    monkeypatch.setattr(Engine, "__init__", refuse)
 
 
 def test_grid_search_over_templates_and_calibrators(local_model) -> None:
@@ -86,7 +86,7 @@ def test_clone_and_pickle_neither_copy_nor_reload_the_model(local_model, no_mode
     twin = clone(clf)
     assert twin.backend is local_model
     again = pickle.loads(pickle.dumps(clf))
-    assert again.vectorizer_.backend_._engine is local_model._engine
+    assert again.vectorizer_.backend_.engine is local_model.engine
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     assert len(pickle.dumps(clf)) < 100_000  # the model's weights do not travel
 

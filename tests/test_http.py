@@ -175,7 +175,7 @@ def test_requests_in_flight_are_bounded_and_spread_over_replicas() -> None:
             s.close()
 
 
-def test_works_inside_a_running_event_loop(scripted_server) -> None:
+def test_works_inside_a_running_event_loop_without_a_thread_per_call(scripted_server) -> None:
     scripted_server.default = ok
     api = ck.Client(scripted_server.url, model="m", cache=False)
 
@@ -183,6 +183,43 @@ def test_works_inside_a_running_event_loop(scripted_server) -> None:
         return api.complete(api.make_request("x", max_tokens=1)).choices[0].text
 
     assert asyncio.run(notebook_cell()) == " a"
+    threads = threading.active_count()
+    for _ in range(5):
+        assert asyncio.run(notebook_cell()) == " a"
+    assert threading.active_count() == threads
+    api.close()
+
+
+def test_one_connection_pool_for_the_clients_life_and_close(scripted_server) -> None:
+    def loop_threads() -> int:
+        return sum(t.name == "calibkit-http" for t in threading.enumerate())
+
+    scripted_server.default = ok
+    with ck.Client(scripted_server.url, model="m", max_in_flight=1, cache=False) as api:
+        for p in "abc":
+            api.complete(api.make_request(p, max_tokens=1))
+        api.top_k(["d"], 2)
+        assert api.continuation_logprobs([("e", " a")])[0] is not None
+        running = loop_threads()
+    assert len({r["peer"] for r in scripted_server.requests}) == 1  # one kept-alive connection served all
+    assert loop_threads() == running - 1
+    with pytest.raises(RuntimeError, match="closed"):
+        api.complete(api.make_request("x", max_tokens=1))
+
+
+def test_the_two_questions_over_http(scripted_server) -> None:
+    scripted_server.default = ok
+    api = ck.Client(scripted_server.url, model="m", logprobs_cap=5, cache=False)
+    assert api.top_k(["x"], 2) == [{" a": -0.5, " b": -1.5}]
+    assert scripted_server.requests[-1]["body"] == {"model": "m", "prompt": "x", "max_tokens": 1, "logprobs": 2,
+                                                    "temperature": 0}
+    with pytest.raises(ValueError, match="top-k cap is 5"):
+        api.top_k(["x"], 6)
+    scripted_server.default = lambda body: (200, {}, completion_body([body["prompt"]], top={" a": -0.5}) | {
+        "choices": [{"index": 0, "text": "x", "logprobs": None, "finish_reason": "length"}]})
+    with pytest.raises(APIError, match="returned no top_logprobs"):
+        api.top_k(["y"], 2)
+    api.close()
 
 
 def test_model_defaults_to_the_first_listed(scripted_server) -> None:

@@ -42,6 +42,7 @@ def test_notebook_runs_and_draws(name: str, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(tmp_path / "cache"))  # a fresh cache: nothing is replayed
     for var in ("ACS_API_BASE", "ACS_API_KEY"):  # the API notebook uses its own local server
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # calibkit's CLI, run in-process by other tests, sets Agg
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     km = KernelManager(kernel_name="python3", kernel_spec_manager=_ThisPython())
     client = nbclient.NotebookClient(nb, km=km, timeout=240, resources={"metadata": {"path": str(NOTEBOOKS)}})

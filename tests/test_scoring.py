@@ -1,7 +1,8 @@
 """Scoring: top-k censoring bounds, the auto method's routing, and LabelScores.
 
-The logic runs on an in-memory backend here; tests/test_llamacpp.py and
-tests/test_http.py score with the real model and real servers."""
+The logic runs on an in-memory backend here (tests/helpers.py's TableBackend); the
+tests of the embedded model and of the HTTP client score with the real model and
+real servers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import calibkit as ck
-from calibkit.scoring import TokenizationError
+from calibkit.scoring import CONTENT_FREE, TokenizationError
 
 from helpers import TableBackend, sst2
 
@@ -60,8 +61,9 @@ def test_auto_goes_exact_only_where_a_censored_value_could_flip_the_answer() -> 
     # the clear row keeps its bound on " negative"; it cannot beat " positive"
     assert s.censored.tolist() == [[True, False], [False, False]]
     assert s.logprobs[1].tolist() == pytest.approx([-4.5, -4.0])
-    echoed = [r.prompts[0] for r in b.sent if r.echo]
-    assert all(p.startswith(_p("close")) for p in echoed if not p.startswith(_p("clear")))
+    # Beyond the form tokens learnt on the first prompt, only the close row is asked exactly.
+    exact_asked = [q[1:] for q in b.asked if q[0] == "continuation" and q[1] != _p("clear")]
+    assert exact_asked == [(_p("close"), " negative"), (_p("close"), " positive")]
     assert s.predict() == ["pos", "pos"]
 
 
@@ -96,7 +98,8 @@ def test_label_scores_interface(local_model) -> None:
     np.testing.assert_array_equal(sub.logprobs, s.logprobs[[0, 2]])
     frame = s.to_frame()
     assert list(frame.columns[:2]) == ["logprob[0]", "logprob[1]"] and len(frame) == 6
-    assert s.provenance["model"] == "google/gemma-3-270m" and s.provenance["requests"] == 6
+    # 6 examples x 2 forms, and the 2 forms after the first prompt that the trap check asks about
+    assert s.provenance["model"] == "google/gemma-3-270m" and s.provenance["requests"] == 6 * 2 + 2
     assert "LabelScores(n=6" in repr(s)
 
 
@@ -106,3 +109,68 @@ def test_bad_arguments() -> None:
         ck.score(["x"], TPL, VERB, b, method="fast")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="backend must be"):
         ck.score(["x"], TPL, VERB, object())  # type: ignore[arg-type]
+
+
+# -- the inputs of the prior corrections ---------------------------------------------------
+
+
+def test_content_free_scores_fill_every_field_and_keep_demonstrations() -> None:
+    tpl = ck.PromptTemplate("Q: {question}\n{text}\nA:", demonstrations=[({"question": "q1", "text": "t1"}, "yes")])
+    verb = {"no": " no", "yes": " yes"}
+    prompts = [tpl.format({"question": t, "text": t}, ck.Verbalizer(verb)) for t in CONTENT_FREE]
+    b = TableBackend({}, continuations={p + " yes": -1.0 for p in prompts})
+    cf = ck.content_free_scores(tpl, verb, b, method="exact")
+    assert [q[1] for q in b.asked[::2]] == prompts and all(p.startswith("Q: q1\nt1\nA: yes") for p in prompts)
+    assert cf.shape == (3, 2) and cf.logprobs[:, 1].tolist() == [-1.0] * 3
+    cal = ck.ContextualCalibration(content_free=cf).fit(cf)
+    assert cal.prior_[1] > 0.99
+
+
+def test_domain_context_scores_score_random_in_domain_words() -> None:
+    texts = ["the movie was great fun", "a dull and tedious plot"]
+    b = TableBackend({})
+    ck.domain_context_scores("{text}:", {"neg": " bad", "pos": " good"}, b, texts=texts, n_samples=5, seed=3,
+                             method="exact")
+    strings = [q[1][:-1] for q in b.asked[::2]]
+    assert strings == ck.random_domain_texts(texts, n_samples=5, seed=3)
+    assert all(len(s.split()) == 5 for s in strings)  # the mean word count of texts
+    vocabulary = {w for t in texts for w in t.split()}
+    assert all(set(s.split()) <= vocabulary for s in strings)
+    with pytest.raises(ValueError, match="non-empty list"):
+        ck.content_free_scores("{text}:", {"neg": " bad", "pos": " good"}, b, texts="N/A")
+
+
+def test_random_domain_texts_are_seeded():
+    texts = ["one two three", "four five six seven"]
+    assert ck.random_domain_texts(texts, seed=1) == ck.random_domain_texts(texts, seed=1)
+    assert ck.random_domain_texts(texts, seed=1) != ck.random_domain_texts(texts, seed=2)
+    assert all(len(s.split()) == 4 for s in ck.random_domain_texts(texts, length=4))
+    with pytest.raises(ValueError, match="no words"):
+        ck.random_domain_texts(["", "  "])
+
+
+def test_contextual_calibration_from_the_embedded_model(local_model) -> None:
+    tpl, verb = "Review: {text}\nSentiment:", {0: " negative", 1: " positive"}
+    X, y = sst2("dev", 40)
+    scores = ck.score(X, tpl, verb, local_model)
+    cal = ck.ContextualCalibration(content_free=ck.content_free_scores(tpl, verb, local_model)).fit(scores)  # no labels needed
+    cf = ck.score(["N/A", "", "[MASK]"], tpl, verb, local_model).logprobs
+    prior = np.exp(cf).mean(axis=0)
+    prior /= prior.sum()
+    expected = scores.probs / prior
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(cal.predict_proba(scores), expected, rtol=1e-9)
+    # the correction removes most of this model's bias towards one label
+    raw_share = np.mean(np.argmax(scores.logprobs, axis=1) == 1)
+    fixed_share = np.mean(cal.predict(scores) == 1)
+    assert abs(fixed_share - np.mean(y)) < abs(raw_share - np.mean(y))
+
+
+def test_batch_and_domain_context_from_the_embedded_model(local_model) -> None:
+    tpl, verb = "Review: {text}\nSentiment:", {0: " negative", 1: " positive"}
+    X, _ = sst2("dev", 20)
+    s = ck.score(X, tpl, verb, local_model)
+    batch = ck.BatchCalibration().fit(s)
+    np.testing.assert_allclose(batch.predict_proba(s).mean(axis=0), [0.5, 0.5], atol=0.15)
+    dc = ck.DomainContextCalibration(content_free=ck.domain_context_scores(tpl, verb, local_model, texts=X, n_samples=5, seed=1))
+    assert dc.fit(s).predict_proba(s).shape == (20, 2)

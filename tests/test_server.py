@@ -193,7 +193,7 @@ def test_defaults_and_normalisations_reach_the_model(scripted):
     app, model = scripted
     assert _post(app, {"model": "llama-8b", "prompt": "x"}).status_code == 200
     assert model.seen[-1].max_tokens == 8  # the default 16, lowered to the server's limit
-    # extreme sampler values go to the model as sent: its sampler copes (tests/test_llamacpp.py)
+    # extreme sampler values go to the model as sent: its sampler copes (tests/test_server_completions.py)
     assert _post(app, _body(temperature=5e-324, seed=-1, max_tokens=None)).status_code == 200
     req = model.seen[-1]
     assert req.temperature == 5e-324 and req.seed == -1 and req.max_tokens == 8

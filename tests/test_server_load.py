@@ -14,6 +14,7 @@ import pytest
 
 from calibkit.api import CompletionRequest
 from calibkit.server import create_key
+from calibkit.server.completions import LocalCompletions
 
 from server_harness import ServerProcess
 
@@ -43,11 +44,9 @@ INVALID = [
 
 
 def _expected(local_model) -> list[dict]:
-    out = []
-    for body in VALID:
-        resp = local_model.complete(CompletionRequest.from_json({**body, "model": local_model.name}))
-        out.append(resp.to_json())
-    return out
+    served = LocalCompletions(local_model)
+    return [served.complete(CompletionRequest.from_json({**body, "model": local_model.name})).to_json()
+            for body in VALID]
 
 
 def _same_answer(got: dict, want: dict) -> bool:

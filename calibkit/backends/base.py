@@ -1,23 +1,56 @@
-"""What every backend shares: the cache in front of the transport, one prompt per entry.
+"""The model seam: a backend answers two questions, and one cache sits in front of every backend.
 
-A backend answers :class:`~calibkit.api.CompletionRequest` objects with
-:class:`~calibkit.api.CompletionResponse` objects. ``complete`` splits requests that
-carry many prompts into one entry per prompt, answers what the cache already holds,
-sends the rest through the subclass's ``_complete_many`` (which may pack them into
-multi-prompt requests again), stores every answer as soon as its batch returns, and
-reassembles one response per request with choices routed by index.
+The questions are about meaning, not wire requests (lm-evaluation-harness's
+``LM.loglikelihood`` idea):
+
+- :meth:`Backend.top_k`: for each prompt, the k most likely next tokens and their
+  log-probabilities (a backend may cap k: :attr:`Backend.logprobs_cap`);
+- :meth:`Backend.continuation_logprobs`: for each (prompt, continuation), the
+  continuation's tokens and the log-probability of each given the prompt, or None
+  where the continuation merges with the end of the prompt into one token.
+
+A backend is a class with an :attr:`~Backend.identity` and the two methods that
+answer these, ``_answer_top_k`` and ``_answer_continuations``. Everything else is
+here: the answers already in the cache are looked up, the rest are asked in
+batches of :attr:`~Backend.batch_size`, and each batch is written to the cache as it
+finishes, so an interrupted run resumes where it stopped. The cache key is the
+backend's identity (model, endpoint, the settings that change numbers) and the
+question, never an API key.
+
+Example: a backend that knows one fixed next-token distribution.
+
+>>> import math
+>>> class Fixed(Backend):
+...     identity = {"backend": "fixed", "model": "coin"}
+...     def _answer_top_k(self, prompts, k):
+...         return [{" heads": math.log(0.6), " tails": math.log(0.4)} for _ in prompts]
+...     def _answer_continuations(self, pairs):
+...         lp = {" heads": math.log(0.6), " tails": math.log(0.4)}
+...         return [Continuation((c,), (lp[c],)) for _, c in pairs]
+>>> m = Fixed(cache=False)
+>>> round(m.continuation_logprobs([("Toss:", " tails")])[0].logprob, 4)
+-0.9163
+>>> m.form_tokens("Toss:", [" heads"])
+[[' heads']]
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence, TypeVar
 
-from ..api import Choice, CompletionRequest, CompletionResponse, Usage
 from ..cache import ResponseCache, resolve_cache
 
-__all__ = ["Backend", "check_int"]
+__all__ = ["Backend", "Continuation", "TopK", "check_int"]
+
+#: The answer to the top-k question for one prompt: token string -> log-probability,
+#: most likely first. A server may add the sampled token as a (k+1)-th entry.
+TopK = dict[str, float]
+
+Q = TypeVar("Q", bound=Hashable)
+A = TypeVar("A")
 
 
 def check_int(name: str, value: Any, lo: int) -> None:
@@ -26,170 +59,184 @@ def check_int(name: str, value: Any, lo: int) -> None:
         raise ValueError(f"{name} must be an integer >= {lo} (got {value!r})")
 
 
-def _single(req: CompletionRequest, prompt: str) -> CompletionRequest:
-    return dataclasses.replace(req, prompt=prompt)
+@dataclass(frozen=True)
+class Continuation:
+    """A continuation's tokens after the prompt and the log-probability of each, given what precedes it."""
 
+    tokens: tuple[str, ...]
+    logprobs: tuple[float, ...]
 
-def _is_deterministic(req: CompletionRequest) -> bool:
-    # Sampled text without a seed is a draw, not an answer to keep.
-    return req.max_tokens == 0 or req.temperature == 0 or req.seed is not None
+    def __post_init__(self) -> None:
+        if not self.tokens or len(self.tokens) != len(self.logprobs):
+            raise ValueError(
+                f"a continuation needs one log-probability per token (got {len(self.tokens)} tokens, "
+                f"{len(self.logprobs)} log-probabilities)"
+            )
+        if any(lp is None or math.isnan(lp) for lp in self.logprobs):
+            raise ValueError(f"every token of a continuation needs a log-probability (got {list(self.logprobs)})")
+
+    @property
+    def logprob(self) -> float:
+        """log P(continuation | prompt): the sum over its tokens, left to right."""
+        return float(sum(self.logprobs))
+
+    def to_json(self) -> dict[str, list]:
+        return {"tokens": list(self.tokens), "logprobs": list(self.logprobs)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, list]) -> "Continuation":
+        return cls(tuple(d["tokens"]), tuple(d["logprobs"]))
 
 
 class Backend(ABC):
-    """Base class of the HTTP client and the embedded model.
+    """What scoring asks of a model; subclasses answer two questions (see the module's doc).
 
-    Subclasses set ``logprobs_cap`` (None: no cap) and implement ``identity`` and
-    ``_complete_many``.
+    Subclasses implement :attr:`identity`, :meth:`_answer_top_k` and
+    :meth:`_answer_continuations`, and may set :attr:`logprobs_cap`,
+    :attr:`exact_is_cheap` and :attr:`batch_size`.
+
+    Parameters
+    ----------
+    cache : a :class:`~calibkit.cache.ResponseCache`, a path, True/None for the
+        default file, False for none.
+
+    Backends are context managers: ``with ck.Client(...) as api:`` closes the
+    connections and the cache file at the end.
     """
 
+    #: The largest k the top-k question takes; None: no cap.
     logprobs_cap: int | None = None
-    #: max_tokens of echo requests: 0 where the server allows it with echo (ACS, calibkit serve).
-    echo_max_tokens: int = 0
-    #: True where exact continuation log-probabilities come without echo requests.
-    native_exact: bool = False
+    #: True where the continuation question costs no more than the top-k one (a model
+    #: in-process holds the whole next-token distribution): ``method="auto"`` then asks
+    #: for exact log-probabilities straight away instead of top-k first.
+    exact_is_cheap: bool = False
+    #: Questions handed to the subclass at once; each batch is cached as it finishes.
+    batch_size: int = 16
 
     def __init__(self, cache: ResponseCache | str | bool | None = None):
         self._cache_arg = cache
         self.cache = resolve_cache(cache)
-        #: Requests sent to the model (cache hits not counted), by this object.
+        #: Questions the model answered (cache hits not counted), by this object.
         self.requests_made = 0
-        #: Prompts answered from the cache.
+        #: Questions answered from the cache.
         self.cache_hits = 0
 
     @property
     @abstractmethod
     def identity(self) -> dict[str, Any]:
-        """What makes answers from this backend differ: model and endpoint, never a key."""
+        """What makes answers from this backend differ: model, endpoint, settings that change numbers; never a key."""
 
     @property
     def model_name(self) -> str:
         return str(self.identity.get("model"))
 
+    # -- what a backend implements ------------------------------------------------------
     @abstractmethod
-    def _complete_many(
-        self, requests: list[CompletionRequest], on_done: Callable[[list[int], list[CompletionResponse]], None]
-    ) -> None:
-        """Answer single-prompt requests; call ``on_done(indices, responses)`` per finished batch."""
+    def _answer_top_k(self, prompts: list[str], k: int) -> list[TopK]:
+        """The top-k next tokens after each prompt, in order; ``k`` is within :attr:`logprobs_cap`."""
 
-    def tokenize(self, text: str) -> list[str] | None:
-        """The token strings of ``text`` (no BOS), or None where the backend cannot say."""
-        return None
+    @abstractmethod
+    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+        """Each continuation's tokens and logprobs given its prompt; None where it merges with the prompt."""
 
-    def echo_spans(
+    # -- the two questions, behind the cache --------------------------------------------------
+    def top_k(
+        self, prompts: Sequence[str], k: int, *, progress: Callable[[int], None] | None = None
+    ) -> list[TopK]:
+        """The ``k`` most likely next tokens after each prompt, with their log-probabilities."""
+        check_int("k", k, 1)
+        if self.logprobs_cap is not None and k > self.logprobs_cap:
+            raise ValueError(
+                f"k={k} is more than {self.model_name}'s endpoint returns (its top-k cap is "
+                f"{self.logprobs_cap}); pass k <= {self.logprobs_cap}"
+            )
+        prompts = _strings(prompts, "prompts")
+        return self._ask(
+            "top_k",
+            prompts,
+            lambda p: {"prompt": p, "k": k},
+            lambda batch: self._answer_top_k(batch, k),
+            encode=lambda a: [[t, v] for t, v in a.items()],
+            decode=lambda v: {t: lp for t, lp in v},
+            progress=progress,
+        )
+
+    def continuation_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, progress: Callable[[int], None] | None = None
-    ) -> list[tuple[list[str], list[float | None]] | None]:
-        """Echo each ``prompt + form``; the form's tokens and their logprobs, None where it merges
-        with the end of the prompt (see :meth:`~calibkit.api.Logprobs.span`)."""
-        reqs = [
-            self.make_request(p + f, max_tokens=self.echo_max_tokens, echo=True, logprobs=0, temperature=0)
-            for p, f in pairs
-        ]
-        out = []
-        for (p, f), resp in zip(pairs, self.complete(reqs, progress=progress)):
-            lp = resp.choices[0].logprobs
-            if lp is None:
-                raise ValueError(f"{self.model_name} answered an echo request without logprobs")
-            out.append(lp.span(len(p), len(p) + len(f)))
-        return out
+    ) -> list[Continuation | None]:
+        """For each (prompt, continuation): the continuation's tokens and the logprob of each given the prompt.
+
+        None where the continuation merges with the end of the prompt into one token, so
+        that no log-probability belongs to it alone.
+        """
+        pairs = [(p, c) for p, c in pairs]
+        _strings([p for p, _ in pairs], "prompts")
+        for _, c in pairs:
+            if not isinstance(c, str) or not c:
+                raise ValueError(f"a continuation must be a non-empty string (got {c!r})")
+        return self._ask(
+            "continuation",
+            pairs,
+            lambda pc: {"prompt": pc[0], "continuation": pc[1]},
+            self._answer_continuations,
+            encode=lambda a: None if a is None else a.to_json(),
+            decode=lambda v: None if v is None else Continuation.from_json(v),
+            progress=progress,
+        )
 
     def form_tokens(self, prompt: str, forms: Sequence[str]) -> list[list[str] | None]:
-        """The tokens each form becomes right after ``prompt``; None where it merges with the prompt.
+        """The tokens each form becomes right after ``prompt``; None where it merges with the prompt."""
+        return [None if c is None else list(c.tokens) for c in self.continuation_logprobs([(prompt, f) for f in forms])]
 
-        Learnt from the server itself by echo requests, so it holds for any completions
-        API, whatever its tokenizer.
-        """
-        return [None if span is None else span[0] for span in self.echo_spans([(prompt, f) for f in forms])]
-
-    def make_request(self, prompt: str | Sequence[str], **kwargs: Any) -> CompletionRequest:
-        """A request for this backend's model, checked against its logprobs cap."""
-        return CompletionRequest(
-            model=self.model_name, prompt=prompt, logprobs_cap=self.logprobs_cap, **kwargs
-        )
-
-    def complete(
+    def _ask(
         self,
-        requests: CompletionRequest | Sequence[CompletionRequest],
+        question: str,
+        items: list[Q],
+        key_of: Callable[[Q], dict[str, Any]],
+        answer: Callable[[list[Q]], list[A]],
         *,
-        progress: Callable[[int], None] | None = None,
-    ) -> list[CompletionResponse] | CompletionResponse:
-        """Answer one request or many; a list in gives a list out, in order.
-
-        >>> from calibkit import LocalModel                      # doctest: +SKIP
-        >>> m = LocalModel()                                      # doctest: +SKIP
-        >>> r = m.complete(m.make_request("The capital of France is",
-        ...                max_tokens=1, logprobs=5, temperature=0))  # doctest: +SKIP
-        """
-        single = isinstance(requests, CompletionRequest)
-        reqs = [requests] if single else list(requests)
-        for r in reqs:
-            if not isinstance(r, CompletionRequest):
-                raise TypeError(f"requests must be CompletionRequest objects (got {type(r).__name__})")
-            r.validate()
-        # Flatten: one entry per prompt, remembering where it goes back.
-        flat: list[CompletionRequest] = []
-        owner: list[tuple[int, int]] = []
-        for ri, r in enumerate(reqs):
-            for pi, p in enumerate(r.prompts):
-                flat.append(_single(r, p))
-                owner.append((ri, pi))
-        answers: list[CompletionResponse | None] = [None] * len(flat)
-
-        keys: list[str | None] = [None] * len(flat)
+        encode: Callable[[A], Any],
+        decode: Callable[[Any], A],
+        progress: Callable[[int], None] | None,
+    ) -> list[A]:
+        out: dict[Q, A] = {}
+        unique = list(dict.fromkeys(items))  # a question asked twice in one call is answered once
+        keys: dict[Q, str] = {}
         if self.cache is not None:
             ident = self.identity
-            for i, r in enumerate(flat):
-                if _is_deterministic(r):
-                    keys[i] = self.cache.key(ident, r.to_json())
-            hits = self.cache.get_many(k for k in keys if k is not None)
-            for i, k in enumerate(keys):
-                if k is not None and k in hits:
-                    answers[i] = CompletionResponse.from_json(hits[k])
-            self.cache_hits += sum(a is not None for a in answers)
-            if progress is not None and hits:
-                progress(sum(a is not None for a in answers))
-
-        todo = [i for i, a in enumerate(answers) if a is None]
-
-        def on_done(idx: list[int], resps: list[CompletionResponse]) -> None:
-            store = {}
-            for j, resp in zip(idx, resps):
-                i = todo[j]
-                answers[i] = resp
-                if keys[i] is not None:
-                    store[keys[i]] = resp.to_json()
+            keys = {q: self.cache.key(ident, {"question": question, **key_of(q)}) for q in unique}
+            hits = self.cache.get_many(keys.values())
+            for q in unique:
+                if keys[q] in hits:
+                    out[q] = decode(hits[keys[q]])
+            self.cache_hits += len(out)
+            if progress is not None and out:
+                progress(len(out))
+        todo = [q for q in unique if q not in out]
+        for s in range(0, len(todo), self.batch_size):
+            batch = todo[s : s + self.batch_size]
+            answers = list(answer(batch))
+            if len(answers) != len(batch):  # a backend that loses answers is a bug, not a silent gap
+                raise RuntimeError(f"{type(self).__name__} answered {len(answers)} of {len(batch)} questions")
+            out.update(zip(batch, answers))
+            self.requests_made += len(batch)
             if self.cache is not None:
-                self.cache.put_many(store)
+                self.cache.put_many({keys[q]: encode(a) for q, a in zip(batch, answers)})
             if progress is not None:
-                progress(len(idx))
+                progress(len(batch))
+        return [out[q] for q in items]
 
-        if todo:
-            self._complete_many([flat[i] for i in todo], on_done)
-        missing = [i for i in todo if answers[i] is None]
-        if missing:  # a transport that forgot an answer is a bug, not a silent gap
-            raise RuntimeError(f"{type(self).__name__} returned no answer for {len(missing)} prompts")
+    # -- life cycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release what the backend holds open (connections, the cache's file handle)."""
+        if self.cache is not None:
+            self.cache.close()
 
-        grouped: list[list[CompletionResponse]] = [[] for _ in reqs]
-        for (ri, _), a in zip(owner, answers):
-            grouped[ri].append(a)  # type: ignore[arg-type]
-        out = [self._merge(r, g) for r, g in zip(reqs, grouped)]
-        return out[0] if single else out
+    def __enter__(self: "B") -> "B":
+        return self
 
-    @staticmethod
-    def _merge(req: CompletionRequest, parts: list[CompletionResponse]) -> CompletionResponse:
-        if len(parts) == 1:
-            return parts[0]
-        n = req.n or 1
-        choices: list[Choice] = []
-        usage = Usage()
-        for pi, part in enumerate(parts):
-            for c in part.choices:
-                choices.append(dataclasses.replace(c, index=pi * n + c.index))
-            usage.prompt_tokens += part.usage.prompt_tokens
-            usage.completion_tokens += part.usage.completion_tokens
-            usage.total_tokens += part.usage.total_tokens
-        return CompletionResponse(
-            id=parts[0].id, model=parts[0].model, choices=choices, usage=usage, created=parts[0].created
-        )
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -200,3 +247,13 @@ class Backend(ABC):
         self.__dict__.update(state)
         self.cache = resolve_cache(self._cache_arg)
 
+
+B = TypeVar("B", bound=Backend)
+
+
+def _strings(values: Sequence[str], name: str) -> list[str]:
+    values = list(values)
+    for v in values:
+        if not isinstance(v, str):
+            raise TypeError(f"{name} must be strings (got {type(v).__name__})")
+    return values

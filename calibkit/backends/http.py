@@ -1,9 +1,16 @@
 """The HTTP backend: any OpenAI-compatible /completions endpoint, the ACS API first.
 
-Layers, bottom up: one POST with retries (``_post``), a pack of prompts in one
+The two questions of the seam become completions requests: top-k is
+``max_tokens=1, logprobs=k``; a continuation's log-probabilities come from echoing
+prompt + continuation (``echo=True, logprobs=0``) and reading the continuation's span.
+
+Layers, bottom up: one call with retries (``_request``), a pack of prompts in one
 request with its choices routed back by index (``_send_pack``), many packs with a
-bounded number in flight spread over replicas (``_run``), and the cache in front
-(:class:`~calibkit.backends.base.Backend`).
+bounded number in flight spread over replicas (``_run_packs``), and
+:meth:`Client.complete`, the wire-level method. One ``httpx.AsyncClient`` (one
+connection pool) serves the client's whole life on an event loop of its own, on one
+background thread, so that the synchronous API also works inside Jupyter's running
+loop; :meth:`Client.close` or ``with`` ends both.
 
 Retries follow openai-python: connection errors, timeouts, 408, 409, 429 and 5xx are
 retried with exponential backoff and jitter (0.5 s doubling to at most 8 s), and a
@@ -14,7 +21,8 @@ transient.
 Example
 -------
 >>> import calibkit as ck
->>> api = ck.Client.from_env(model="llama-8b")     # ACS_API_BASE, ACS_API_KEY  # doctest: +SKIP
+>>> with ck.Client.from_env(model="llama-8b") as api:      # ACS_API_BASE, ACS_API_KEY  # doctest: +SKIP
+...     api.top_k(["The capital of France is"], k=5)
 >>> vllm = ck.Client(["http://gpu1:8000/v1", "http://gpu2:8000/v1"], model="meta-llama/Llama-3.1-8B",
 ...                  logprobs_cap=20)                                           # doctest: +SKIP
 """
@@ -22,21 +30,25 @@ Example
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import dataclasses
 import email.utils
 import itertools
 import json
 import os
 import random
 import re
+import threading
 import time
-from typing import Any, Callable, Sequence
+import weakref
+from typing import Any, Coroutine, Sequence, TypeVar
 
 import httpx
 
-from ..api import ACS_LOGPROBS_CAP, APIError, CompletionRequest, CompletionResponse, Usage
+from ..api import ACS_LOGPROBS_CAP, APIError, Choice, CompletionRequest, CompletionResponse, Usage
 from ..cache import ResponseCache
-from .base import Backend, check_int
+from .base import Backend, Continuation, TopK, check_int
+
+T = TypeVar("T")
 
 __all__ = ["Client"]
 
@@ -75,6 +87,46 @@ def _backoff(retries: int) -> float:
     return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
 
+class _Loop:
+    """An event loop on a daemon thread, and the one httpx.AsyncClient that lives on it.
+
+    httpx's async connections belong to the loop that opened them, so a pool kept for
+    the client's life needs a loop kept as long; running it on a thread of its own also
+    serves callers that are inside a running loop themselves (Jupyter).
+    """
+
+    def __init__(self, make_client: "Any") -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="calibkit-http", daemon=True)
+        self.thread.start()
+        self.http: httpx.AsyncClient = self.run(self._make(make_client))
+
+    @staticmethod
+    async def _make(make_client: "Any") -> httpx.AsyncClient:
+        return make_client()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()  # Ctrl-C or an error here: stop what is still under way on the loop
+            raise
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        if threading.current_thread() is self.thread:  # dropped on the loop's own thread: just stop it
+            self.loop.stop()
+            return
+        try:
+            self.run(self.http.aclose())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+
+
 class Client(Backend):
     """A completions API over HTTP (httpx): ACS, vLLM, OpenAI, llama.cpp servers.
 
@@ -97,8 +149,9 @@ class Client(Backend):
     cache : a :class:`~calibkit.cache.ResponseCache`, a path, True/None for the
         default file, False for none.
 
-    The API is synchronous and also works inside a running event loop (Jupyter): the
-    requests then run on a worker thread.
+    The API is synchronous and also works inside a running event loop (Jupyter). One
+    connection pool serves the client's life: close it with :meth:`close`, or use
+    ``with ck.Client(...) as api:``.
     """
 
     def __init__(
@@ -142,6 +195,12 @@ class Client(Backend):
         self.headers = dict(headers or {})
         self._transport = transport
         self._next_replica = itertools.count()
+        # Questions handed over at once: enough to fill every request in flight.
+        self.batch_size = max_in_flight * max_prompts_per_request
+        #: HTTP requests sent (a pack of prompts is one), by this object.
+        self.http_requests = 0
+        self._loop: _Loop | None = None
+        self._closed = False
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> "Client":
@@ -181,16 +240,11 @@ class Client(Backend):
 
     def models(self) -> list[str]:
         """The model ids ``GET {base_url}/models`` lists."""
-        async def go() -> Any:
-            async with self._http() as client:
-                r = await self._request(client, "GET", "/models", None)
-                return r
-
-        body = self._sync(go())
+        body = self._run(self._request("GET", "/models", None))
         return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
 
     # -- transport -----------------------------------------------------------------
-    def _http(self) -> httpx.AsyncClient:
+    def _new_http(self) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
@@ -198,18 +252,33 @@ class Client(Backend):
             transport=self._transport,
         )
 
-    @staticmethod
-    def _sync(coro: Any) -> Any:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        # Inside a running loop (Jupyter): run ours on a worker thread.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, coro).result()
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this Client is closed; make a new one")
+        if self._loop is None:
+            self._loop = _Loop(self._new_http)
+            # A client dropped without close() still stops its thread and pool.
+            weakref.finalize(self, self._loop.close)
+        return self._loop.run(coro)
 
-    async def _request(self, client: httpx.AsyncClient, method: str, path: str, body: Any) -> Any:
-        """One call with retries; returns the decoded body (object pairs kept for logprobs)."""
+    def close(self) -> None:
+        """Close the connection pool, its thread and the cache's file handle; the client is done."""
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+        self._closed = True
+        super().close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_loop"] = None  # a copy opens its own pool on first use
+        return state
+
+    async def _request(self, method: str, path: str, body: Any) -> Any:
+        """One call with retries; the decoded body of a GET, the raw bytes of a POST."""
+        assert self._loop is not None
+        client = self._loop.http
         retries = 0
         errors_500 = 0
         while True:
@@ -258,15 +327,15 @@ class Client(Backend):
         return code in (408, 409, 429) or code >= 500
 
     async def _send_pack(
-        self, client: httpx.AsyncClient, sem: asyncio.Semaphore, reqs: list[CompletionRequest], failed: asyncio.Event
+        self, sem: asyncio.Semaphore, reqs: list[CompletionRequest], failed: asyncio.Event
     ) -> list[CompletionResponse]:
         body = reqs[0].to_json()
         body["prompt"] = [r.prompts[0] for r in reqs] if len(reqs) > 1 else reqs[0].prompts[0]
         async with sem:
             if failed.is_set():
                 raise _NotSent
-            raw = await self._request(client, "POST", "/completions", body)
-        self.requests_made += 1
+            raw = await self._request("POST", "/completions", body)
+        self.http_requests += 1
         resp = CompletionResponse.from_json(raw)
         n = reqs[0].n or 1
         routed: list[list[Any]] = [[] for _ in reqs]
@@ -298,11 +367,8 @@ class Client(Backend):
             for cs in routed
         ]
 
-    def _complete_many(
-        self,
-        requests: list[CompletionRequest],
-        on_done: Callable[[list[int], list[CompletionResponse]], None],
-    ) -> None:
+    async def _run_packs(self, requests: list[CompletionRequest]) -> list[CompletionResponse]:
+        """Single-prompt requests, packed, sent with a bounded number in flight; answers in order."""
         # Requests that differ only in their prompt travel together.
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
@@ -313,22 +379,102 @@ class Client(Backend):
             for idx in groups.values()
             for s in range(0, len(idx), self.max_prompts_per_request)
         ]
+        answers: list[CompletionResponse | None] = [None] * len(requests)
+        sem = asyncio.Semaphore(self.max_in_flight)
+        failed = asyncio.Event()
 
-        async def one(client: httpx.AsyncClient, sem: asyncio.Semaphore, failed: asyncio.Event, pack: list[int]) -> None:
+        async def one(pack: list[int]) -> None:
             try:
-                resps = await self._send_pack(client, sem, [requests[i] for i in pack], failed)
+                resps = await self._send_pack(sem, [requests[i] for i in pack], failed)
             except BaseException:
                 failed.set()  # what has not been sent yet, is not sent at all
                 raise
-            on_done(pack, resps)  # stored at once: an interruption loses no finished answer
+            for i, r in zip(pack, resps):
+                answers[i] = r
 
-        async def run() -> None:
-            sem = asyncio.Semaphore(self.max_in_flight)
-            failed = asyncio.Event()
-            async with self._http() as client:
-                results = await asyncio.gather(*(one(client, sem, failed, p) for p in packs), return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _NotSent)]
-            if errors:
-                raise errors[0]
+        results = await asyncio.gather(*(one(p) for p in packs), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _NotSent)]
+        if errors:
+            raise errors[0]
+        return answers  # type: ignore[return-value]
 
-        self._sync(run())
+    def make_request(self, prompt: str | Sequence[str], **kwargs: Any) -> CompletionRequest:
+        """A request for this client's model, checked against its logprobs cap."""
+        return CompletionRequest(model=self.model_name, prompt=prompt, logprobs_cap=self.logprobs_cap, **kwargs)
+
+    def complete(
+        self, requests: CompletionRequest | Sequence[CompletionRequest]
+    ) -> list[CompletionResponse] | CompletionResponse:
+        """Send completions requests as they are (no cache); a list in gives a list out, in order.
+
+        Requests of many prompts are split and packed again by ``max_prompts_per_request``;
+        each answer's choices are routed back to their request by index.
+
+        >>> api = Client("http://127.0.0.1:8000/v1", model="llama-8b")              # doctest: +SKIP
+        >>> api.complete(api.make_request("The capital of France is", max_tokens=1, logprobs=5))  # doctest: +SKIP
+        """
+        single = isinstance(requests, CompletionRequest)
+        reqs = [requests] if single else list(requests)
+        for r in reqs:
+            if not isinstance(r, CompletionRequest):
+                raise TypeError(f"requests must be CompletionRequest objects (got {type(r).__name__})")
+            r.validate()
+        flat = [dataclasses.replace(r, prompt=p) for r in reqs for p in r.prompts]
+        answers = self._run(self._run_packs(flat)) if flat else []
+        out, at = [], 0
+        for r in reqs:
+            out.append(_merge(r, answers[at : at + len(r.prompts)]))
+            at += len(r.prompts)
+        return out[0] if single else out
+
+    # -- the two questions ---------------------------------------------------------------
+    def _answer_top_k(self, prompts: list[str], k: int) -> list[TopK]:
+        resps = self.complete([self.make_request(p, max_tokens=1, logprobs=k, temperature=0) for p in prompts])
+        out = []
+        for p, resp in zip(prompts, resps):
+            lp = resp.choices[0].logprobs
+            if lp is None or not lp.top_logprobs or lp.top_logprobs[0] is None:
+                raise APIError(
+                    f"{self.model_name} at {self.base_urls[0]} returned no top_logprobs for the prompt "
+                    f"{p[:40]!r}; the endpoint must support the logprobs field of the completions API"
+                )
+            out.append(dict(lp.top_logprobs[0]))
+        return out
+
+    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+        reqs = [
+            self.make_request(p + c, max_tokens=self.echo_max_tokens, echo=True, logprobs=0, temperature=0)
+            for p, c in pairs
+        ]
+        out: list[Continuation | None] = []
+        for (p, c), resp in zip(pairs, self.complete(reqs)):
+            lp = resp.choices[0].logprobs
+            if lp is None:
+                raise APIError(f"{self.model_name} answered an echo request without logprobs")
+            span = lp.span(len(p), len(p) + len(c))
+            if span is None:
+                out.append(None)
+                continue
+            tokens, logprobs = span
+            if any(v is None for v in logprobs):
+                raise APIError(f"{self.model_name} sent a null logprob inside the continuation {c!r}")
+            out.append(Continuation(tuple(tokens), tuple(float(v) for v in logprobs if v is not None)))
+        return out
+
+
+def _merge(req: CompletionRequest, parts: list[CompletionResponse]) -> CompletionResponse:
+    """One response for a request of many prompts, its choices indexed prompt by prompt."""
+    if len(parts) == 1:
+        return parts[0]
+    n = req.n or 1
+    choices: list[Choice] = []
+    usage = Usage()
+    for pi, part in enumerate(parts):
+        for c in part.choices:
+            choices.append(dataclasses.replace(c, index=pi * n + c.index))
+        usage.prompt_tokens += part.usage.prompt_tokens
+        usage.completion_tokens += part.usage.completion_tokens
+        usage.total_tokens += part.usage.total_tokens
+    return CompletionResponse(
+        id=parts[0].id, model=parts[0].model, choices=choices, usage=usage, created=parts[0].created
+    )

@@ -14,12 +14,7 @@ unnormalised log-scores such as the core's LabelScores, or logits) or
 
 from .binning import HistogramBinning, IsotonicCalibration
 from .crossfit import CrossFitCalibration, cross_val_calibrate
-from .prior import (
-    BatchCalibration,
-    ContextualCalibration,
-    DomainContextCalibration,
-    random_domain_texts,
-)
+from .prior import BatchCalibration, ContextualCalibration, DomainContextCalibration
 from .scaling import MatrixScaling, PlattScaling, TemperatureScaling, VectorScaling
 
 __all__ = [
@@ -32,7 +27,6 @@ __all__ = [
     "ContextualCalibration",
     "DomainContextCalibration",
     "BatchCalibration",
-    "random_domain_texts",
     "CrossFitCalibration",
     "cross_val_calibrate",
 ]

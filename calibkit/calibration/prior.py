@@ -7,11 +7,14 @@ Each estimates the model's bias towards some labels as a class distribution
 followed by :class:`TemperatureScaling` is one scikit-learn Pipeline::
 
     make_pipeline(ContextualCalibration(content_free=cf_scores), TemperatureScaling())
+
+Arrays in, arrays out: the scores of the content-free inputs come from the scoring
+layer (``calibkit.content_free_scores``, ``calibkit.domain_context_scores``), or from
+anywhere else; nothing here talks to a model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,9 +23,6 @@ from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseCalibrator, check_input_kind, check_sample_weight, to_log_proba
-
-CONTENT_FREE = ("N/A", "", "[MASK]")
-
 
 def _log_mean_prob(scores: Any, input: str, name: str) -> np.ndarray:
     """log of the mean (unnormalised) class probability over rows, renormalised.
@@ -43,19 +43,6 @@ def _log_mean_prob(scores: Any, input: str, name: str) -> np.ndarray:
         log_rows = arr
     mean = logsumexp(log_rows, axis=0) - np.log(len(log_rows))
     return mean - logsumexp(mean)
-
-
-def _score_examples(examples, template, verbalizer, backend, method):
-    # Imported here so that the statistics half imports without the core.
-    from calibkit.scoring import score
-
-    return score(examples, template, verbalizer, backend, method=method)
-
-
-def _fill(template: Any, text: str) -> dict[str, str]:
-    """One example filling every field of the template with ``text``."""
-    fields = getattr(template, "fields", None) or ["text"]
-    return {name: text for name in fields}
 
 
 class _PriorCorrection(TransformerMixin, BaseCalibrator):
@@ -89,8 +76,9 @@ class ContextualCalibration(_PriorCorrection):
     Parameters
     ----------
     content_free : array-like of shape (m, K) or (K,)
-        Scores of the m content-free inputs, of the same kind as X (``input``).
-        Build them with :meth:`from_backend`.
+        Scores of the m content-free inputs, of the same kind as X (``input``):
+        ``calibkit.content_free_scores(template, verbalizer, backend)`` scores
+        "N/A", "" and "[MASK]" through the same prompt.
     input : {"logprobs", "probs"}
         Kind of both X and ``content_free``.
     classes : sequence, optional
@@ -109,6 +97,8 @@ class ContextualCalibration(_PriorCorrection):
     [[0.3913, 0.6087]]
     """
 
+    _scored_by = "content_free_scores"  # where the content_free scores come from, for the error message
+
     def __init__(self, content_free: Any = None, *, input: str = "logprobs", classes: Any = None) -> None:
         super().__init__(input=input, classes=classes)
         self.content_free = content_free
@@ -119,7 +109,7 @@ class ContextualCalibration(_PriorCorrection):
         if self.content_free is None:
             raise ValueError(
                 f"{type(self).__name__} needs the scores of content-free inputs: pass "
-                f"content_free=..., or build it with {type(self).__name__}.from_backend(...)."
+                f"content_free=calibkit.{self._scored_by}(template, verbalizer, backend)."
             )
         log_prior = _log_mean_prob(self.content_free, self.input, "content_free")
         if log_prior.shape != (logp.shape[1],):
@@ -130,58 +120,15 @@ class ContextualCalibration(_PriorCorrection):
         self.log_prior_ = log_prior
         return self
 
-    @classmethod
-    def from_backend(
-        cls,
-        backend: Any,
-        template: Any,
-        verbalizer: Any,
-        *,
-        content_free: Sequence[str] = CONTENT_FREE,
-        method: str = "auto",
-    ) -> ContextualCalibration:
-        """Score the content-free strings through the core and return the unfitted calibrator.
-
-        Every field of ``template`` is filled with the content-free string, so
-        few-shot demonstrations in the template are kept as they are.
-        """
-        scores = _score_examples(
-            [_fill(template, text) for text in content_free], template, verbalizer, backend, method
-        )
-        return cls(content_free=np.asarray(scores), input="logprobs", classes=list(scores.classes))
-
-
-def random_domain_texts(
-    texts: Sequence[str], *, n_samples: int = 20, length: int | None = None, seed: int | None = 0
-) -> list[str]:
-    """Random strings of in-domain words (Fei et al. 2023).
-
-    Words are drawn with replacement from all whitespace-separated words of
-    ``texts`` (so frequent words are drawn more often); each string has
-    ``length`` words, by default the mean word count of ``texts``.
-
-    >>> random_domain_texts(["a great film", "a dull plot"], n_samples=2, seed=0)
-    ['plot a a', 'great great a']
-    """
-    words = [w for t in texts for w in str(t).split()]
-    if not words:
-        raise ValueError("texts has no words to sample from; pass in-domain texts (unlabelled is fine).")
-    if length is None:
-        length = max(1, round(len(words) / len(texts)))
-    if length < 1 or n_samples < 1:
-        raise ValueError(f"length={length} and n_samples={n_samples} must be positive.")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(words), size=(n_samples, length))
-    return [" ".join(words[i] for i in row) for row in draws]
-
 
 class DomainContextCalibration(ContextualCalibration):
     """Domain-context calibration (Fei et al. 2023, "Mitigating label biases for ICL").
 
     Contextual calibration whose content-free inputs are random strings of
-    in-domain words (:func:`random_domain_texts`), which also captures the
-    label bias that the domain's vocabulary induces. The parameter is still
-    ``content_free``: the scores of those strings.
+    in-domain words, which also captures the label bias that the domain's
+    vocabulary induces. The parameter is still ``content_free``: the scores of
+    those strings, from ``calibkit.domain_context_scores(template, verbalizer,
+    backend, texts=in_domain_texts)``.
 
     Examples
     --------
@@ -191,22 +138,7 @@ class DomainContextCalibration(ContextualCalibration):
     [0.429, 0.571]
     """
 
-    @classmethod
-    def from_backend(
-        cls,
-        backend: Any,
-        template: Any,
-        verbalizer: Any,
-        *,
-        texts: Sequence[str],
-        n_samples: int = 20,
-        length: int | None = None,
-        seed: int | None = 0,
-        method: str = "auto",
-    ) -> DomainContextCalibration:
-        """Score ``n_samples`` random in-domain strings drawn from ``texts`` through the core."""
-        strings = random_domain_texts(texts, n_samples=n_samples, length=length, seed=seed)
-        return super().from_backend(backend, template, verbalizer, content_free=strings, method=method)
+    _scored_by = "domain_context_scores"
 
 
 class BatchCalibration(_PriorCorrection):
@@ -243,14 +175,6 @@ class BatchCalibration(_PriorCorrection):
         logp, _, sample_weight = self._validate_fit(X, y, sample_weight)
         self.n_seen_ = 0.0
         return self._update(logp, sample_weight)
-
-    @classmethod
-    def from_backend(
-        cls, backend: Any, template: Any, verbalizer: Any, *, examples: Sequence[Any], method: str = "auto"
-    ) -> BatchCalibration:
-        """Score unlabelled ``examples`` (the batch, or an in-domain pool) through the core and fit on them."""
-        scores = _score_examples(list(examples), template, verbalizer, backend, method)
-        return cls(input="logprobs", classes=list(scores.classes)).fit(np.asarray(scores))
 
     def partial_fit(
         self, X: Any, y: Any = None, classes: Any = None, sample_weight: Any = None

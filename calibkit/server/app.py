@@ -12,9 +12,8 @@ model behind the served name (``"model": "google/gemma-3-270m"`` for a request t
 
 Example
 -------
->>> from calibkit import LocalModel
->>> from calibkit.server import create_app
->>> app = create_app({"llama-8b": LocalModel(cache=False)})        # doctest: +SKIP
+>>> from calibkit.server import create_app, load_models
+>>> app = create_app(load_models(["llama-8b"]))                      # doctest: +SKIP
 >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)   # doctest: +SKIP
 """
 
@@ -118,13 +117,13 @@ def create_app(
     keys: KeyFile | str | os.PathLike[str] | None = None,
     config: ServerConfig | None = None,
 ) -> Starlette:
-    """The ASGI app serving ``models`` (served name -> backend, e.g. a LocalModel).
+    """The ASGI app serving ``models`` (served name -> model, e.g. from :func:`~calibkit.server.load_models`).
 
     ``keys``: a keys file (path or :class:`KeyFile`) whose keys alone are accepted;
     None serves without authentication. A backend needs ``complete(CompletionRequest)``
     and a ``name`` (the model reported in responses; the served name if absent).
 
-    >>> app = create_app({"llama-8b": LocalModel(cache=False)}, keys="keys.json")  # doctest: +SKIP
+    >>> app = create_app(load_models(["llama-8b"]), keys="keys.json")  # doctest: +SKIP
     """
     if not models:
         raise ValueError("create_app needs at least one model to serve")

@@ -21,7 +21,10 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .completions import LocalCompletions
 
 __all__ = ["load_models", "parse_model_spec", "serve"]
 
@@ -53,24 +56,27 @@ def parse_model_spec(spec: str) -> tuple[str, str | None]:
 
 def load_models(
     specs: Sequence[str] = (), *, n_ctx: int = 2048, n_threads: int | None = None
-) -> dict[str, Any]:
-    """Served name -> LocalModel for each spec; one LocalModel (and one llama.cpp
-    context) per distinct file, however many names serve it. Loads them now."""
+) -> dict[str, LocalCompletions]:
+    """Served name -> :class:`~calibkit.server.completions.LocalCompletions` for each spec;
+    one LocalModel (and one llama.cpp context) per distinct file, however many names
+    serve it. Loads them now."""
     from ..backends.llamacpp import DEFAULT_MODEL_NAME, LocalModel
+    from .completions import LocalCompletions
 
     pairs = [parse_model_spec(s) for s in specs] or [(DEFAULT_MODEL_NAME, None)]
     names = [n for n, _ in pairs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"--model names must be unique; {', '.join(dupes)} given twice")
-    by_path: dict[str | None, Any] = {}
-    out: dict[str, Any] = {}
+    by_path: dict[str | None, LocalCompletions] = {}
+    out: dict[str, LocalCompletions] = {}
     for name, path in pairs:
         key = None if path is None else str(Path(path).expanduser().resolve())
         if key not in by_path:
             # cache=False: a server must not replay a cached draw as a fresh sample.
-            by_path[key] = LocalModel(key, n_ctx=n_ctx, n_threads=n_threads, cache=False)
-            by_path[key].n_vocab  # load the weights now, not on the first request
+            model = LocalModel(key, n_ctx=n_ctx, n_threads=n_threads, cache=False)
+            model.n_vocab  # load the weights now, not on the first request
+            by_path[key] = LocalCompletions(model)
         out[name] = by_path[key]
     return out
 

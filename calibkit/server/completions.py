@@ -1,0 +1,242 @@
+"""Answering completions requests with the embedded model, as ``calibkit serve`` does.
+
+Echo with per-token logprobs, ``logprobs`` top-k (no cap here; the server's own limit
+applies) with the sampled token as a (k+1)-th entry when it is not among the top k,
+``prompt_logprobs``, sampling (seeded), ``n``/``best_of``, stop sequences and usage.
+
+>>> from calibkit import CompletionRequest, LocalModel
+>>> gen = LocalCompletions(LocalModel(cache=False))
+>>> r = gen.complete(CompletionRequest(model=gen.name, prompt="The capital of France is",
+...                                    max_tokens=1, logprobs=5, temperature=0))   # doctest: +SKIP
+>>> r.choices[0].logprobs.top_logprobs[0]                                       # doctest: +SKIP
+{' the': -1.67..., ' a': -2.27..., ' Paris': -2.35..., ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..api import Choice, CompletionRequest, CompletionResponse, Logprobs, Usage
+from ..backends.llamacpp import LocalModel
+from ..backends.llamacpp.engine import Engine, log_softmax_at, token_text
+from ..backends.llamacpp.sampler import Sampler
+
+__all__ = ["LocalCompletions"]
+
+
+@dataclass
+class _Sample:
+    text: str
+    tokens: list[str]
+    logprobs: list[float | None]
+    tops: list[dict[str, float] | None]
+    offsets: list[int]
+    finish_reason: str
+    n_tokens: int
+    sum_logprob: float
+
+
+class LocalCompletions:
+    """A :class:`~calibkit.LocalModel` behind the completions protocol.
+
+    ``complete(req)`` answers a :class:`~calibkit.api.CompletionRequest` (one choice per
+    prompt, times ``n``) as the ACS API would; ``name`` is the model reported in responses.
+    """
+
+    def __init__(self, model: LocalModel):
+        self.model = model
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.n_ctx
+
+    def __repr__(self) -> str:
+        return f"LocalCompletions({self.model!r})"
+
+    def complete(self, req: CompletionRequest) -> CompletionResponse:
+        """Answer ``req``; a list of prompts gets its choices routed back by index (prompt * n + j)."""
+        req.validate()
+        eng = self.model.engine
+        parts = []
+        for prompt in req.prompts:
+            with eng.lock:
+                parts.append(self._complete_one(eng, dataclasses.replace(req, prompt=prompt)))
+        if len(parts) == 1:
+            return parts[0]
+        n = req.n or 1
+        choices = [dataclasses.replace(c, index=pi * n + c.index) for pi, part in enumerate(parts) for c in part.choices]
+        usage = Usage()
+        for part in parts:
+            usage.prompt_tokens += part.usage.prompt_tokens
+            usage.completion_tokens += part.usage.completion_tokens
+            usage.total_tokens += part.usage.total_tokens
+        return CompletionResponse(
+            id=parts[0].id, model=parts[0].model, choices=choices, usage=usage, created=parts[0].created
+        )
+
+    def _complete_one(self, eng: Engine, req: CompletionRequest) -> CompletionResponse:
+        prompt = req.prompts[0]
+        ids = eng.tokenize(prompt, True)
+        P = len(ids)
+        max_tokens = 16 if req.max_tokens is None else req.max_tokens
+        eng.check_len(P + max_tokens, "prompt with max_tokens")
+        k = req.logprobs
+        want_echo = req.echo and k is not None
+        pk = req.prompt_logprobs
+
+        def top_of(x: np.ndarray, lse: float, kk: int, also: int) -> dict[str, float]:
+            d: dict[str, float] = {}
+            if kk > 0:
+                top = np.argpartition(x, -kk)[-kk:]
+                for t in top[np.argsort(-x[top], kind="stable")]:
+                    d.setdefault(token_text(eng.piece(int(t))), float(x[t] - lse))
+            # The chosen token joins the list when it is not among the top k (k+1 entries).
+            d.setdefault(token_text(eng.piece(also)), float(x[also] - lse))
+            return d
+
+        # Prompt positions: the logprob of each prompt token given what precedes it.
+        echo_lp: list[float | None] = [None] * P
+        echo_top: list[dict[str, float] | None] = [None] * P
+        plp: list[dict[str, float] | None] | None = [None] * P if pk is not None else None
+        first_row: list[np.ndarray] = []
+
+        def on_prompt_row(p: int, row: np.ndarray) -> None:
+            if p == P - 1:
+                first_row.append(row.astype(np.float64))
+            if p + 1 < P:
+                x, lse = log_softmax_at(row)
+                nxt = ids[p + 1]
+                echo_lp[p + 1] = float(x[nxt] - lse)
+                if want_echo:
+                    echo_top[p + 1] = top_of(x, lse, k or 0, nxt)
+                if plp is not None:
+                    plp[p + 1] = top_of(x, lse, pk, nxt)
+
+        need_prompt_rows = want_echo or pk is not None
+        eng.prompt(ids, range(P) if need_prompt_rows else [P - 1], on_prompt_row)
+        prompt_row = first_row[0]
+
+        n = req.n or 1
+        best_of = max(req.best_of or n, n)
+        stops = () if req.stop is None else ((req.stop,) if isinstance(req.stop, str) else tuple(req.stop))
+        samples = []
+        for s in range(best_of):
+            seed = None if req.seed is None else req.seed + s
+            samples.append(_generate(eng, req, ids, prompt_row, max_tokens, stops, Sampler(req, seed), top_of))
+        if best_of > n:  # best_of: the n samples of highest total log-probability
+            samples = sorted(samples, key=lambda smp: -smp.sum_logprob)[:n]
+
+        prompt_tokens = [token_text(eng.piece(t)) if t != eng.bos else "" for t in ids]
+        prompt_text_offsets = _offsets([eng.piece(t) if t != eng.bos else b"" for t in ids])
+        choices = []
+        completion_tokens = 0
+        for j, smp in enumerate(samples):
+            completion_tokens += smp.n_tokens
+            if req.echo:
+                text = prompt + smp.text
+                toks = prompt_tokens + smp.tokens
+                lps = echo_lp + smp.logprobs
+                tops = echo_top + smp.tops
+                offs = prompt_text_offsets + [len(prompt) + o for o in smp.offsets]
+            else:
+                text, toks, lps, tops, offs = smp.text, smp.tokens, smp.logprobs, smp.tops, smp.offsets
+            logprobs = None
+            if k is not None:
+                logprobs = Logprobs(tokens=toks, token_logprobs=lps, top_logprobs=tops, text_offset=offs)
+            choices.append(
+                Choice(index=j, text=text, logprobs=logprobs, finish_reason=smp.finish_reason, prompt_logprobs=plp)
+            )
+        return CompletionResponse(
+            id=f"cmpl-{uuid.uuid4().hex[:16]}",
+            model=self.name,
+            choices=choices,
+            usage=Usage(P, completion_tokens, P + completion_tokens),
+            created=int(time.time()),
+        )
+
+
+def _generate(
+    eng: Engine,
+    req: CompletionRequest,
+    ids: list[int],
+    prompt_row: np.ndarray,
+    max_tokens: int,
+    stops: tuple[str, ...],
+    sampler: Sampler,
+    top_of: Callable[[np.ndarray, float, int, int], dict[str, float]],
+) -> _Sample:
+    """One sample after the prompt ``ids`` (whose last row is ``prompt_row``), token by token."""
+    k = req.logprobs
+    row = prompt_row
+    seq = list(ids)
+    gen: list[int] = []
+    pieces: list[bytes] = []
+    lps: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    finish = "length"
+    total = 0.0
+    eng.truncate(len(ids))  # every sample starts from the prompt
+    rows: list[np.ndarray] = []
+    for step in range(max_tokens):
+        if step > 0:
+            rows.clear()
+            eng.extend([gen[-1]], [len(eng.cached)], lambda p, r: rows.append(r.astype(np.float64)))
+            row = rows[0]
+        x, lse = log_softmax_at(row)
+        t = sampler.pick(x, seq, gen)
+        if eng.is_end(t):
+            finish = "stop"
+            break
+        lp = float(x[t] - lse)
+        total += lp
+        gen.append(t)
+        seq.append(t)
+        pieces.append(eng.piece(t))
+        lps.append(lp)
+        tops.append(top_of(x, lse, k, t) if k is not None else None)
+        if stops:
+            text = b"".join(pieces).decode("utf-8", errors="replace")
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            if cut >= 0:
+                offsets = _offsets(pieces)
+                keep = sum(1 for o in offsets if o < cut)
+                return _Sample(
+                    text=text[:cut],
+                    tokens=[token_text(p) for p in pieces[:keep]],
+                    logprobs=lps[:keep],
+                    tops=tops[:keep],
+                    offsets=offsets[:keep],
+                    finish_reason="stop",
+                    n_tokens=len(gen),
+                    sum_logprob=total,
+                )
+    return _Sample(
+        text=b"".join(pieces).decode("utf-8", errors="replace"),
+        tokens=[token_text(p) for p in pieces],
+        logprobs=lps,
+        tops=tops,
+        offsets=_offsets(pieces),
+        finish_reason=finish,
+        n_tokens=len(gen),
+        sum_logprob=total,
+    )
+
+
+def _offsets(pieces: Sequence[bytes]) -> list[int]:
+    """Character offset at which each token's text starts, in the decoded concatenation."""
+    out = []
+    acc = b""
+    for p in pieces:
+        out.append(len(acc.decode("utf-8", errors="ignore")))
+        acc += p
+    return out

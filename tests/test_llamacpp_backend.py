@@ -1,0 +1,150 @@
+"""The embedded backend's two answers against llama.cpp itself (llama-cpp-python's own Llama class)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+import calibkit as ck
+from calibkit.api import InvalidRequestError
+from calibkit.backends import Continuation
+
+from helpers import sst2
+
+TPL = "Review: {text}\nSentiment:"
+VERB = {0: " negative", 1: " positive"}
+
+
+def _reference_row(llama, prompt: str) -> tuple[np.ndarray, float]:
+    """The float64 logits after ``prompt`` by llama-cpp-python, and their log-sum-exp."""
+    llama.reset()
+    llama.eval(llama.tokenize(prompt.encode()))
+    x = llama.scores[llama.n_tokens - 1].astype(np.float64)
+    return x, float(x.max()) + math.log(float(np.exp(x - x.max()).sum()))
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    return x - (x.max() + math.log(np.exp(x - x.max()).sum()))
+
+
+def test_exact_scores_equal_llama_cpp_last_position_log_softmax(local_model, reference_llama) -> None:
+    X, _ = sst2("dev", 12)
+    s = ck.score(X, TPL, VERB, local_model, method="exact")
+    ids = [local_model.token_ids(f)[0] for f in VERB.values()]
+    for i, text in enumerate(X):
+        reference_llama.reset()
+        reference_llama.eval(reference_llama.tokenize(TPL.format(text=text).encode()))
+        ref = _log_softmax(reference_llama.scores[reference_llama.n_tokens - 1])
+        np.testing.assert_allclose(s.logprobs[i], ref[ids], atol=1e-4, rtol=0)
+    assert s.exact.all() and not s.censored.any()
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", "Review: a gorgeous film\nSentiment:", "1, 2, 3,"])
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_top_k_is_llama_cpps_last_row_bit_for_bit(local_model, reference_llama, prompt, k) -> None:
+    """What the old ``complete(max_tokens=1, logprobs=k, temperature=0)`` gave in top_logprobs[0]."""
+    x, lse = _reference_row(reference_llama, prompt)
+    top = np.argpartition(x, -k)[-k:]
+    want: dict[str, float] = {}
+    for t in top[np.argsort(-x[top], kind="stable")]:
+        want.setdefault(reference_llama.detokenize([int(t)]).decode("utf-8"), float(x[t] - lse))
+    got = local_model.top_k([prompt], k)[0]
+    assert list(got.items()) == list(want.items())  # the same tokens, in order, the same floats
+    assert local_model.top_tokens(prompt, k) == list(want.items())
+
+
+def test_multi_token_continuations_are_the_chain_rule_over_the_cached_prompt(local_model, reference_llama) -> None:
+    prompt = "Article: The striker scored twice in the final.\nTopic:"
+    forms = [" World news", " Sports", " Science and technology"]
+    assert [len(local_model.token_ids(f)) for f in forms] == [2, 1, 3]
+    got = local_model.continuation_logprobs([(prompt, f) for f in forms])
+    base = reference_llama.tokenize(prompt.encode())
+    for form, c in zip(forms, got):
+        toks = local_model.token_ids(form)
+        assert c.tokens == tuple(local_model.token_text(t) for t in toks) and "".join(c.tokens) == form
+        reference_llama.reset()
+        reference_llama.eval(base)
+        reference_llama.eval(toks[:-1])  # the form's tokens after the prompt, one more batch
+        rows = reference_llama.scores[len(base) - 1 : len(base) + len(toks) - 1]
+        per_token = [_log_softmax(row)[t] for row, t in zip(rows, toks)]
+        np.testing.assert_allclose(c.logprobs, per_token, atol=1e-4, rtol=0)
+        assert c.logprob == pytest.approx(sum(per_token), abs=1e-4)
+        assert c.logprob == float(sum(c.logprobs))
+
+
+def test_a_continuation_that_merges_with_the_prompt_has_no_answer(local_model) -> None:
+    # A prompt ending in a space: " " + " positive" and " " + "positive" both tokenize
+    # otherwise at the seam, so neither form has log-probabilities of its own.
+    spaced, plain = "Review: dull\nSentiment: ", "Review: dull\nSentiment:"
+    got = local_model.continuation_logprobs([(spaced, " positive"), (spaced, "positive"), (plain, " positive")])
+    assert got[:2] == [None, None]
+    assert isinstance(got[2], Continuation) and got[2].tokens == (" positive",) and got[2].logprobs[0] < 0
+    assert local_model.form_tokens(spaced, [" positive", "positive"]) == [None, None]
+    assert local_model.form_tokens(plain, [" positive", " Sports"]) == [[" positive"], [" Sports"]]
+
+
+def test_too_long_a_prompt_is_a_clear_error(local_model) -> None:
+    with pytest.raises(InvalidRequestError, match="longer than the model's context"):
+        local_model.continuation_logprobs([("word " * 3000 + "end", " here")])
+    with pytest.raises(InvalidRequestError, match="longer than the model's context"):
+        local_model.top_k(["word " * 3000], 5)
+    prompt = "word " * (local_model.n_ctx - 2) + "end"  # fits, but not with a form of two more tokens
+    with pytest.raises(InvalidRequestError, match="prompt with its longest continuation"):
+        local_model.continuation_logprobs([(prompt, " Science and technology")])
+
+
+def test_next_token_logprobs_are_the_whole_distribution(local_model) -> None:
+    lp = local_model.next_token_logprobs("The capital of France is")
+    assert lp.shape == (local_model.n_vocab,) and math.isclose(np.exp(lp).sum(), 1.0, rel_tol=1e-9)
+    (tok, val), = local_model.top_tokens("The capital of France is", 1)
+    assert val == lp.max() and local_model.token_text(int(lp.argmax())) == tok
+
+
+def test_clone_copy_and_pickle_share_the_loaded_model(local_model) -> None:
+    eng = local_model.engine
+    assert copy.deepcopy(local_model) is local_model and copy.copy(local_model) is local_model
+    again = pickle.loads(pickle.dumps(local_model))
+    assert again.engine is eng and again.identity == local_model.identity
+    assert local_model.logprobs_cap is None and local_model.exact_is_cheap
+
+
+def test_bad_model_path_names_the_argument(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="model_path"):
+        ck.LocalModel(tmp_path / "missing.gguf")
+    with pytest.raises(ValueError, match="n_batch"):
+        ck.LocalModel(n_batch=0)
+
+
+def test_an_interrupted_run_resumes_without_asking_anything_twice(local_model, tmp_path) -> None:
+    X, _ = sst2("dev", 10)
+    pairs = [(TPL.format(text=x), f) for x in X for f in VERB.values()]
+    asked: list[str] = []
+
+    class Interrupted(ck.LocalModel):
+        batch_size = 2  # one prompt's two forms per batch, each cached as it finishes
+        fail_after: int | None = 5
+
+        def _answer_continuations(self, batch):
+            if len(asked) == self.fail_after:
+                raise KeyboardInterrupt
+            asked.extend(dict.fromkeys(p for p, _ in batch))
+            return super()._answer_continuations(batch)
+
+    same = {"model_path": local_model.model_path, "name": local_model.name}  # the loaded engine, shared
+    model = Interrupted(**same, cache=tmp_path / "c.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        model.continuation_logprobs(pairs)
+    first = list(asked)
+    model.fail_after = None
+    resumed = model.continuation_logprobs(pairs)
+    assert len(first) == 5 and len(asked) == 10 and len(set(asked)) == 10  # no prompt asked twice
+    assert model.cache_hits == 10 and model.requests_made == 20  # pairs: 10 before, 10 after the break
+    again = Interrupted(**same, cache=tmp_path / "c.sqlite")
+    assert again.continuation_logprobs(pairs) == resumed and again.requests_made == 0
+    fresh = local_model.continuation_logprobs(pairs)
+    assert resumed == fresh  # the cache round trip keeps every float

@@ -1,0 +1,82 @@
+"""The engine's decode schedule: prefix reuse and the kept last row never change a number."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import calibkit as ck
+
+from helpers import sst2
+
+TPL = "Review: {text}\nSentiment:"
+VERB = {0: " negative", 1: " positive"}
+PROMPT = "Article: The striker scored twice in the final.\nTopic:"
+FORMS = [" World news", " Sports", " Science and technology"]
+
+
+def test_prefix_reuse_never_changes_a_score(local_model) -> None:
+    """Few-shot prompts share a long prefix: its aligned chunks are reused, bit for bit."""
+    X, y = sst2("dev", 6)
+    demos = list(zip(*sst2("train", 6)))
+    tpl = ck.PromptTemplate(TPL, instructions="Classify the sentiment of each movie review.",
+                            demonstrations=[(x, lab) for x, lab in demos])
+    eng = local_model.engine
+    fresh = []
+    for text in X:
+        eng.reset()
+        fresh.append(ck.score([text], tpl, VERB, local_model, check=False).logprobs[0])
+    eng.reset()
+    before = eng.evaluated_tokens
+    forward = ck.score(X, tpl, VERB, local_model, check=False).logprobs
+    decoded = eng.evaluated_tokens - before
+    backward = ck.score(X[::-1], tpl, VERB, local_model, check=False).logprobs[::-1]
+    np.testing.assert_array_equal(forward, np.array(fresh))
+    np.testing.assert_array_equal(backward, np.array(fresh))
+    total = sum(len(local_model.token_ids(tpl.format(x, ck.Verbalizer(VERB)), add_bos=True)) for x in X)
+    assert decoded < total / 2, (decoded, total)  # the shared prefix was not recomputed
+
+
+def _floats(answers) -> list[tuple[float, ...]]:
+    return [c.logprobs for c in answers]
+
+
+def test_the_kept_last_row_saves_decodes_and_changes_no_number(local_model) -> None:
+    eng = local_model.engine
+    pairs = [(PROMPT, f) for f in FORMS]
+    n_prompt = len(local_model.token_ids(PROMPT, add_bos=True))
+    eng.reset()
+    alone_top = local_model.top_k([PROMPT], 20)
+    after_top = eng.evaluated_tokens
+    alone = local_model.continuation_logprobs(pairs)
+    # top-k then exact for one prompt: the prompt is decoded once; only the forms'
+    # later tokens (1 + 2 of them) are decoded after it.
+    assert eng.evaluated_tokens - after_top == 1 + 2
+
+    # The same prompt after others, and its forms split over two batches.
+    others = [TPL.format(text=x) for x in sst2("dev", 3)[0]]
+    local_model.continuation_logprobs([(p, f) for p in others for f in VERB.values()])
+    local_model.top_k(others, 5)
+    split = ck.LocalModel(local_model.model_path, name=local_model.name, cache=False)
+    split.batch_size = 2
+    assert split.engine is eng
+    before = eng.evaluated_tokens
+    again = split.continuation_logprobs(pairs)
+    assert eng.evaluated_tokens - before == n_prompt + 1 + 2  # one decode of the prompt for both batches
+    assert _floats(again) == _floats(alone) and [c.tokens for c in again] == [c.tokens for c in alone]
+    assert local_model.top_k([PROMPT], 20) == alone_top
+
+
+def test_a_kept_row_whose_prompt_left_the_cache_decodes_the_prompt_again(local_model) -> None:
+    eng = local_model.engine
+    eng.reset()
+    fresh = local_model.continuation_logprobs([(PROMPT, FORMS[2])])
+    ids = local_model.token_ids(PROMPT, add_bos=True)
+    other = local_model.token_ids("Once upon a time", add_bos=True)
+    with eng.lock:
+        row = eng.last_row(ids)
+        eng.prompt(other, [len(other) - 1], lambda p, r: None)  # what a served request does
+        assert eng.last_row(ids) is row and not row.flags.writeable
+    assert eng.cached == other
+    again = local_model.continuation_logprobs([(PROMPT, FORMS[2])])
+    assert _floats(again) == _floats(fresh)
+    assert eng.cached[: len(ids)] == ids
