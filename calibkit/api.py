@@ -39,8 +39,10 @@ __all__ = [
     "Choice",
     "CompletionRequest",
     "CompletionResponse",
+    "FIELD_RANGES",
     "InvalidRequestError",
     "Logprobs",
+    "Range",
     "Usage",
     "token_bytes",
 ]
@@ -49,15 +51,63 @@ ACS_LOGPROBS_CAP = 20
 # Servers write -9999 (or lower) where the true value is minus infinity.
 NEG_INF_SENTINEL = -9999.0
 
-_INT_FIELDS = ("max_tokens", "n", "best_of", "seed", "top_k", "logprobs", "prompt_logprobs")
-_FLOAT_FIELDS = (
-    "temperature",
-    "top_p",
-    "min_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-)
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric request field takes: its type and bounds (None: unbounded).
+
+    ``exclusive_minimum``: the minimum itself is not allowed. Both the request
+    validation and ``calibkit serve``'s OpenAPI document read :data:`FIELD_RANGES`.
+
+    >>> FIELD_RANGES["temperature"].contains(2.5), FIELD_RANGES["temperature"].describe()
+    (False, 'in [0.0, 2.0]')
+    """
+
+    integer: bool
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the range."""
+        if self.minimum is not None and (value <= self.minimum if self.exclusive_minimum else value < self.minimum):
+            return False
+        return self.maximum is None or value <= self.maximum
+
+    def describe(self) -> str:
+        """The range in words, as error messages say it ("in [0.0, 2.0]", "greater than 0.0")."""
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None and not self.exclusive_minimum:
+            return f"in [{lo}, {hi}]"
+        words = []
+        if lo is not None:
+            words.append(f"greater than {lo}" if self.exclusive_minimum else f"at least {lo}")
+        if hi is not None:
+            words.append(f"at most {hi}")
+        return " and ".join(words) or "any number"
+
+
+# Types and ranges as OpenAI's legacy completions API and vLLM enforce them. Limits a
+# server sets stay parameters: the endpoint's logprobs cap (CompletionRequest's
+# logprobs_cap) bounds logprobs and prompt_logprobs; calibkit serve's ServerConfig
+# lowers max_tokens, n and best_of further.
+FIELD_RANGES: dict[str, Range] = {
+    "max_tokens": Range(integer=True, minimum=0),
+    "n": Range(integer=True, minimum=1, maximum=128),
+    "best_of": Range(integer=True, minimum=1, maximum=128),
+    "seed": Range(integer=True),
+    "top_k": Range(integer=True, minimum=-1),
+    "logprobs": Range(integer=True, minimum=0),
+    "prompt_logprobs": Range(integer=True, minimum=0),
+    "temperature": Range(integer=False, minimum=0.0, maximum=2.0),
+    "top_p": Range(integer=False, minimum=0.0, maximum=1.0),
+    "min_p": Range(integer=False, minimum=0.0, maximum=1.0),
+    "presence_penalty": Range(integer=False, minimum=-2.0, maximum=2.0),
+    "frequency_penalty": Range(integer=False, minimum=-2.0, maximum=2.0),
+    "repetition_penalty": Range(integer=False, minimum=0.0, exclusive_minimum=True),
+}
+_INT_FIELDS = tuple(name for name, r in FIELD_RANGES.items() if r.integer)
+_FLOAT_FIELDS = tuple(name for name, r in FIELD_RANGES.items() if not r.integer)
 NUMERIC_FIELDS = _INT_FIELDS + _FLOAT_FIELDS
 BOOLEAN_FIELDS = ("echo", "stream")
 
@@ -155,21 +205,6 @@ def _check_number(name: str, value: Any, *, integer: bool, cap: int | None = Non
             raise InvalidRequestError(f"{name} must be finite (got {value!r})", param=name)
 
 
-# Ranges as OpenAI's legacy completions API and vLLM enforce them.
-_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "max_tokens": (0, None),
-    "n": (1, 128),
-    "best_of": (1, 128),
-    "top_k": (-1, None),
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "min_p": (0.0, 1.0),
-    "presence_penalty": (-2.0, 2.0),
-    "frequency_penalty": (-2.0, 2.0),
-    "repetition_penalty": (0.0, None),
-}
-
-
 @dataclass(frozen=True)
 class CompletionRequest:
     """One POST /completions body.
@@ -248,26 +283,19 @@ class CompletionRequest:
                 raise InvalidRequestError(
                     f"{name} must be true or false (got {getattr(self, name)!r})", param=name
                 )
-        for name in ("logprobs", "prompt_logprobs"):
-            v = getattr(self, name)
-            if v is not None and (v < 0 or (cap is not None and v > cap)):
+        for name in ("logprobs", "prompt_logprobs"):  # their maximum: the endpoint's cap
+            v, lo = getattr(self, name), FIELD_RANGES[name].minimum
+            if v is not None and (v < lo or (cap is not None and v > cap)):
                 raise InvalidRequestError(
-                    f"{name} must be an integer between 0 and {cap} (got {v}); "
+                    f"{name} must be an integer between {lo} and {cap} (got {v}); "
                     f"this endpoint returns at most {cap} alternatives per position",
                     param=name,
                 )
-        for name, (lo, hi) in _RANGES.items():
+        for name, rng in FIELD_RANGES.items():
             v = getattr(self, name)
-            if v is None:
-                continue
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-                raise InvalidRequestError(f"{name} must be in {rng} (got {v})", param=name)
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise InvalidRequestError(
-                f"repetition_penalty must be greater than 0 (got {self.repetition_penalty}); 1 means none",
-                param="repetition_penalty",
-            )
+            if v is not None and not rng.contains(v):
+                hint = "; 1 means none" if name == "repetition_penalty" else ""
+                raise InvalidRequestError(f"{name} must be {rng.describe()} (got {v}){hint}", param=name)
         if self.max_tokens == 0 and not self.echo:
             raise InvalidRequestError(
                 "max_tokens may be 0 only with echo=true (to score the prompt alone); "

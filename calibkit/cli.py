@@ -6,6 +6,11 @@
     calibkit calibrate scores.csv                     # scores file -> calibrated probabilities, report
 
 Each subcommand lives in one ``_cmd_*`` function with its parser beside it.
+
+Errors: a user error (bad input, a missing file, an answer the API refused: see
+:data:`USER_ERRORS`) is printed as one line, ``calibkit <command>: <message>``, with
+exit status 1, in the words of the command line (``--text-column``, never
+``text_column=``). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,12 +18,77 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["main"]
+from .api import APIError
+
+__all__ = ["USER_ERRORS", "build_parser", "flag_words", "main", "unescape"]
+
+# What a user can cause and fix: bad input of any kind (ValueError and its subclasses:
+# InvalidRequestError, DatasetFormatError, TokenizationError, KeyFileError), an error
+# answer from an API, a missing or unreadable file. TypeError, KeyError, AttributeError
+# and the rest are bugs: they propagate with their traceback. (HFUnavailableError and an
+# ImportError that says what to pip install are user errors too, checked in main.)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, APIError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+)
+
+# Python argument names in library messages, and the flags that set them.
+_FLAGS = {
+    "text_column": "--text-column",
+    "label_column": "--label-column",
+    "format": "--format",
+    "template": "--template",
+    "verbalizer": "--verbalizer",
+    "method": "--method",
+    "limit": "--limit",
+    "calibration_fraction": "--calibration-fraction",
+    "n_boot": "--bootstrap",
+    "seed": "--seed",
+    "model_path": "--model",
+    "model": "--model",
+    "api_key": "--api-key",
+    "base_url": "--api-base",
+    "keys_file": "--keys-file",
+    "k": "-k",
+}
+_PY_NAME = re.compile(r"(?<![\w\-.])(" + "|".join(sorted(_FLAGS, key=len, reverse=True)) + r")(=|(?= <=))(\S?)")
+
+
+def flag_words(message: str) -> str:
+    """A library message in the command line's words: Python argument names become flags.
+
+    >>> flag_words("no column 'x'; pass text_column= naming one of them")
+    "no column 'x'; pass --text-column naming one of them"
+    >>> flag_words("format='xml' is not one calibkit reads; k=30 is too many, pass k <= 20")
+    "--format 'xml' is not one calibkit reads; -k 30 is too many, pass -k <= 20"
+    """
+    def sub(m: re.Match) -> str:
+        value = m.group(3)
+        space = " " if value and value not in ",;.:)" else ""
+        return _FLAGS[m.group(1)] + space + value
+
+    return _PY_NAME.sub(sub, message)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    r"""Turn the escapes ``\n``, ``\t`` and ``\\`` typed in a shell into newline, tab and
+    backslash; every other character stays as typed (``é`` too).
+
+    >>> unescape("Critique : {text}\\nAvis é:")
+    'Critique : {text}\nAvis é:'
+    >>> unescape("a\\\\nb \\d")
+    'a\\nb \\d'
+    """
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
@@ -62,9 +132,8 @@ def _cmd_peek(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise SystemExit("calibkit peek: -k must be at least 1")
     backend = _backend(args)
-    req = backend.make_request(args.prompt, max_tokens=1, logprobs=args.k, temperature=0)
-    resp = backend.complete(req)
-    top = resp.choices[0].logprobs.top_logprobs[0]
+    _check_k(args, backend)
+    top = backend.top_k([args.prompt], args.k)[0]
     ranked = sorted(top.items(), key=lambda kv: -kv[1])[: args.k]
     print(f"{backend.model_name}: top-{len(ranked)} next tokens after {args.prompt!r}")
     print(f"{'rank':>4}  {'token':<24} {'logprob':>9} {'prob':>8}")
@@ -79,47 +148,95 @@ DEFAULT_CALIBRATORS = "contextual,batch,temperature,contextual+temperature"
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
+    from .datasets.formats import FORMATS
+
     g = p.add_argument_group("data")
     g.add_argument("dataset", nargs="?", default="sentiment",
                    help="a bundled data set name or a data file (default: sentiment)")
-    g.add_argument("--format", help="the data file's format when its name does not tell (sst2, agnews, trec, "
-                                    "superglue, csv, tsv, jsonl)")
+    g.add_argument("--format", choices=FORMATS, metavar="FORMAT",
+                   help=f"the data file's format when its name and first line do not tell: {', '.join(FORMATS)}")
     g.add_argument("--text-column", action="append", metavar="NAME",
                    help="a CSV/JSONL file's text column; repeat for a multi-field template")
     g.add_argument("--label-column", metavar="NAME", help="a CSV/JSONL file's label column (default: label)")
     g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
-    g.add_argument("--template", help="prompt template overriding the data set's, e.g. 'Review: {text}\\nSentiment:'")
+    g.add_argument("--template", help="prompt template overriding the data set's, e.g. 'Review: {text}\\nSentiment:' "
+                                      "(\\n, \\t and \\\\ are read as newline, tab and backslash)")
     g.add_argument("--verbalizer", metavar="JSON",
                    help='classes to surface forms overriding the data set\'s, e.g. \'{"neg": " negative", "pos": " positive"}\'')
     g.add_argument("--method", choices=("auto", "topk", "exact"), default="auto", help="scoring method (default auto)")
+    g.add_argument("-k", type=int, default=None,
+                   help="top-k size for --method topk and auto (default: the endpoint's cap, 20 for ACS)")
+
+
+def _check_data_args(args: argparse.Namespace) -> None:
+    """The data flags' values, checked before anything is loaded or scored."""
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1 (got {args.limit})")
+    if args.k is not None and args.k < 1:
+        raise ValueError(f"-k must be at least 1 (got {args.k})")
+
+
+def _check_k(args: argparse.Namespace, backend) -> None:
+    cap = getattr(backend, "logprobs_cap", None)
+    if args.k is not None and cap is not None and args.k > cap:
+        raise ValueError(f"-k must be at most {cap}, the top-k cap of {backend.model_name}'s endpoint (got {args.k})")
 
 
 def _load(args: argparse.Namespace):
+    """The data set the data flags name, with --template and --verbalizer applied."""
     import json
 
-    from .datasets import load_dataset
+    from .datasets import list_datasets, load_dataset
     from .templates import PromptTemplate, Verbalizer
 
-    options = {}
-    if args.text_column:
-        options["text_column"] = args.text_column[0] if len(args.text_column) == 1 else args.text_column
-    if args.label_column:
-        options["label_column"] = args.label_column
-    ds = load_dataset(args.dataset, format=args.format, **options)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError("--limit must be at least 1")
-        ds.frame = ds.frame.head(args.limit).reset_index(drop=True)
+    _check_data_args(args)
+    template = verbalizer = None
     if args.template:
-        ds.template = PromptTemplate(args.template.encode().decode("unicode_escape"))
+        try:
+            template = PromptTemplate(unescape(args.template))
+        except ValueError as e:
+            raise ValueError(f"--template: {e}") from None
     if args.verbalizer:
         try:
-            ds.verbalizer = Verbalizer(json.loads(args.verbalizer))
+            mapping = json.loads(args.verbalizer)
         except json.JSONDecodeError as e:
-            raise ValueError(f"--verbalizer must be a JSON object of class -> form(s): {e}") from e
+            raise ValueError(f"--verbalizer must be a JSON object of class -> form(s): {e}") from None
+        if not isinstance(mapping, dict):
+            raise ValueError(f"--verbalizer must be a JSON object of class -> form(s), as in "
+                             f"'{{\"neg\": \" negative\", \"pos\": \" positive\"}}' (got {type(mapping).__name__})")
+        try:
+            verbalizer = Verbalizer(mapping)
+        except (ValueError, TypeError) as e:  # TypeError: a form that is neither a string nor a list
+            raise ValueError(f"--verbalizer: {e}") from None
+    name = args.dataset
+    if not name.startswith("hf:") and not Path(name).is_file():
+        # load_dataset says these with KeyError / TypeError: checked here, in flags.
+        if name not in list_datasets():
+            raise ValueError(f"no bundled data set or file {name!r}; the bundled ones are {list_datasets()}, "
+                             "a file path must exist, and Hugging Face data sets are named 'hf:<name>'")
+        given = [flag for flag, v in (("--format", args.format), ("--text-column", args.text_column),
+                                      ("--label-column", args.label_column)) if v]
+        if given:
+            raise ValueError(f"{' and '.join(given)} read data files; the bundled data set {name!r} has its own "
+                             "columns (change how it is scored with --template and --verbalizer)")
+        ds = load_dataset(name)
+        ds.template = template or ds.template
+        ds.verbalizer = verbalizer or ds.verbalizer
+    else:
+        # A file (or hf:): the reader takes the template's fields as the text columns
+        # where --text-column is not given, and checks the labels against the verbalizer.
+        options: dict = {"template": template, "verbalizer": verbalizer}
+        if args.text_column:
+            options["text_column"] = args.text_column[0] if len(args.text_column) == 1 else args.text_column
+        if args.label_column:
+            options["label_column"] = args.label_column
+        ds = load_dataset(name, format=args.format, **{k: v for k, v in options.items() if v is not None})
+    if args.limit is not None:
+        ds.frame = ds.frame.head(args.limit).reset_index(drop=True)
     missing = [f for f in ds.template.fields if f not in ds.frame.columns]
     if missing:
-        raise ValueError(f"the template needs the columns {missing}; the data has {list(ds.frame.columns)}")
+        raise ValueError(f"the template needs the columns {missing}; the data has {list(ds.frame.columns)} "
+                         "(name them with --text-column, or change --template)")
     ds.fields = list(ds.template.fields)
     return ds
 
@@ -140,7 +257,13 @@ def _calibrators(names: str, classes: list, **kw) -> dict:
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     if not chosen:
         raise ValueError("--calibrators needs at least one name, e.g. contextual,temperature")
-    return {n: make_calibrator(n, classes, **kw) for n in chosen}
+    out = {}
+    for n in chosen:
+        try:
+            out[n] = make_calibrator(n, classes, **kw)
+        except ValueError as e:
+            raise ValueError(f"--calibrators {n}: {e}") from None
+    return out
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -154,6 +277,14 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the split and the bootstrap (default 0)")
     g.add_argument("--out", metavar="DIR", help="report folder (default: reports/<data set name>)")
+
+
+def _check_report_args(args: argparse.Namespace) -> None:
+    """The report flags' values, checked before anything is scored."""
+    if args.bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1 (got {args.bootstrap}); 1000 is usual")
+    if not 0 < args.calibration_fraction < 1:
+        raise ValueError(f"--calibration-fraction must lie between 0 and 1 (got {args.calibration_fraction})")
 
 
 def _finish_report(ev, out: str, title: str) -> None:
@@ -190,12 +321,19 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from .label_scores import check_scores_path, write_scores
     from .scoring import score
 
+    if args.out:
+        try:
+            check_scores_path(args.out)
+        except ValueError as e:
+            raise ValueError(f"--out {e}") from None
     ds = _load(args)
     y = _labels(ds)
     backend = _backend(args)
-    s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method)
+    _check_k(args, backend)
+    s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method, k=args.k)
     table = s.to_frame()
     acc = float(np.mean([p == t for p, t in zip(s.predict(), y)]))
     print(f"{ds.name}: {len(s)} examples, model {backend.model_name}, method {args.method}")
@@ -207,22 +345,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_colwidth", 40, "display.width", 160):
         print(pd.concat([frame[ds.fields + [ds.label_column]], table], axis=1).head(args.head).to_string(index=False))
     if args.out:
-        from .calibration.prior import CONTENT_FREE  # the inputs contextual calibration scores
+        from .scoring import CONTENT_FREE, content_free_scores
 
+        cf = content_free_scores(ds.template, ds.verbalizer, backend, method=args.method, k=args.k)
         cf_frame = pd.DataFrame({f: list(CONTENT_FREE) for f in ds.fields})
-        cf = score(cf_frame, ds.template, ds.verbalizer, backend, method=args.method, check=False)
-        out = pd.concat(
-            [
-                pd.concat([frame, table], axis=1).assign(row="example"),
-                pd.concat([cf_frame, cf.to_frame()], axis=1).assign(row="content-free"),
-            ],
-            ignore_index=True,
-        )
-        if args.out.endswith(".parquet"):
-            _need_pyarrow()
-            out.to_parquet(args.out, index=False)
-        else:
-            out.to_csv(args.out, index=False)
+        write_scores(args.out, s, frame, label_column=ds.label_column, content_free=cf, content_free_frame=cf_frame)
         print(f"wrote {args.out}")
     return 0
 
@@ -250,14 +377,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .report import evaluate, slug
     from .scoring import score
 
+    _check_report_args(args)
     ds = _load(args)
     y = _labels(ds)
     backend = _backend(args)
+    _check_k(args, backend)
     classes = list(ds.verbalizer.classes)
     texts = [str(v) for f in ds.fields for v in ds.frame[f]]
     cals = _calibrators(args.calibrators, classes, backend=backend, template=ds.template,
-                        verbalizer=ds.verbalizer, texts=texts, method=args.method)
-    s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method)
+                        verbalizer=ds.verbalizer, texts=texts, method=args.method, k=args.k)
+    s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method, k=args.k)
     ev = evaluate(s, y, cals, classes=classes, calibration_fraction=args.calibration_fraction,
                   seed=args.seed, n_boot=args.bootstrap,
                   info={"data": ds.name, "model": backend.model_name, "method": args.method,
@@ -281,46 +410,37 @@ def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example: calibkit score sentiment --out scores.csv && calibkit calibrate scores.csv --out report/",
     )
     p.add_argument("scores", help="a .csv or .parquet file from calibkit score --out")
-    p.add_argument("--label-column", default="label", help="the labels' column (default: label)")
+    p.add_argument("--label-column", help="the labels' column (default: the one the file records, else label)")
     _report_args(p)
     p.set_defaults(func=_cmd_calibrate)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from .label_scores import read_scores
     from .report import evaluate, slug
 
+    _check_report_args(args)
     path = args.scores
-    if path.endswith(".parquet"):
-        _need_pyarrow()
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.read_csv(path, keep_default_na=False)
-    cols = [c for c in frame.columns if c.startswith("logprob[") and c.endswith("]")]
-    if len(cols) < 2:
-        raise ValueError(f"{path} has no logprob[<class>] columns; write it with calibkit score --out")
-    if args.label_column not in frame.columns:
-        raise ValueError(f"{path} has no column {args.label_column!r}; name the labels' column with --label-column")
-    classes = [c[len("logprob["):-1] for c in cols]
-    is_cf = frame["row"].eq("content-free") if "row" in frame.columns else pd.Series(False, index=frame.index)
-    examples = frame[~is_cf]
-    content_free = frame.loc[is_cf, cols].astype(float).to_numpy() if is_cf.any() else None
-    y = [str(v) for v in examples[args.label_column]]
+    f = read_scores(path, label_column=args.label_column)
+    if f.labels is None:
+        raise ValueError(f"{path} has no 'label' column (its columns are {[str(c) for c in f.frame.columns]}); "
+                         "name the labels' column with --label-column")
+    names = {part.strip() for n in args.calibrators.split(",") for part in n.split("+")}
+    if "domain" in names:
+        raise ValueError("--calibrators domain draws in-domain words and scores them with the model; "
+                         "use calibkit eval, which has the model")
+    if "contextual" in names and f.content_free is None:
+        raise ValueError(f"--calibrators contextual needs the scores of content-free inputs, and {path} has no "
+                         "row=content-free rows; write the file with calibkit score --out")
+    classes = list(f.scores.classes)
+    content_free = f.content_free.logprobs if f.content_free is not None else None
     cals = _calibrators(args.calibrators, classes, content_free=content_free)
-    ev = evaluate(examples[cols].astype(float).to_numpy(), y, cals, classes=classes,
+    ev = evaluate(f.scores, f.labels, cals, classes=classes,
                   calibration_fraction=args.calibration_fraction, seed=args.seed, n_boot=args.bootstrap,
                   info={"scores": path})
     stem = os.path.splitext(os.path.basename(path))[0]
     _finish_report(ev, args.out or os.path.join("reports", slug(stem)), f"calibkit calibrate: {stem}")
     return 0
-
-
-def _need_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise ValueError("Parquet files need pyarrow: pip install 'calibkit[parquet]', or use a .csv file") from None
 
 
 # -- serve and keys --------------------------------------------------------------------
@@ -401,7 +521,10 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         if not entries:
             print(f"no keys in {args.keys_file}; make one with: calibkit keys create --keys-file {args.keys_file}")
     else:
-        e = revoke_key(args.keys_file, args.id)
+        try:
+            e = revoke_key(args.keys_file, args.id)
+        except KeyError as err:  # no key with that id: a user error, said in its own words
+            raise ValueError(err.args[0] if err.args else f"no key with id {args.id!r}") from None
         print(f"revoked {e['id']} ({e.get('name', '')})")
     return 0
 
@@ -416,29 +539,60 @@ _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+def _version() -> str:
+    from .version import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``calibkit`` argument parser, every subcommand in it.
+
+    >>> build_parser().parse_args(["score", "data.jsonl", "--format", "cb", "-k", "5"]).format
+    'cb'
+    """
     parser = argparse.ArgumentParser(
         prog="calibkit",
         description="Classify text with base language models by next-token probabilities, and calibrate them.",
     )
+    parser.add_argument("--version", action="version", version=f"calibkit {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _PARSERS:
         add(sub)
     return parser
 
 
+def _user_error(e: BaseException) -> bool:
+    """Whether an exception is the user's to fix (one line) rather than a bug (a traceback)."""
+    if isinstance(e, USER_ERRORS):
+        return True
+    from .datasets import HFUnavailableError
+
+    if isinstance(e, HFUnavailableError):
+        return True
+    # The library's own "install this extra" errors, not an import that a bug broke.
+    return isinstance(e, ImportError) and "pip install" in str(e)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``calibkit`` command; returns the exit status (0, 1 for a user error, 2 for usage).
+
+    >>> main(["calibrate", "no-such-file.csv"])  # says on stderr: no scores file at 'no-such-file.csv'; ...
+    1
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from .api import APIError, InvalidRequestError
-
     try:
         return int(args.func(args) or 0)
-    except (APIError, InvalidRequestError, ValueError, KeyError, TypeError, FileNotFoundError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+    except Exception as e:
+        if not _user_error(e):
+            raise
+        message = flag_words(str(e))
+        if getattr(e, "param", None) == "logprobs" and getattr(args, "k", None) is not None:
+            message = f"-k {args.k}: {message}"  # the request field that -k sets
         print(f"calibkit {args.command}: {message}", file=sys.stderr)
         return 1
 

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from calibkit.api import (
+    FIELD_RANGES,
     NUMERIC_FIELDS,
     APIError,
     CompletionRequest,
@@ -216,3 +217,69 @@ def test_null_model_or_prompt_and_odd_stop_values_are_invalid_requests() -> None
         with pytest.raises(InvalidRequestError) as e:
             CompletionRequest.from_json(body)
         assert e.value.param == param, body
+
+
+def _just_outside(rng, side: str) -> float:
+    bound = rng.minimum if side == "low" else rng.maximum
+    step = 1 if rng.integer else 1e-3
+    if side == "low":
+        return bound if rng.exclusive_minimum else bound - step
+    return bound + step
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_RANGES))
+def test_one_range_table_drives_the_validation_and_the_openapi_document(field: str) -> None:
+    from calibkit.server.schema import openapi_schema
+
+    rng = FIELD_RANGES[field]
+    # Server limits high enough not to lower the table's own maxima.
+    props = openapi_schema(["m"], logprobs_cap=1000, max_tokens_limit=10**6, max_n=10**6)[
+        "components"]["schemas"]["CompletionRequest"]["properties"]
+    schema = props[field]
+    assert schema["type"] == ("integer" if rng.integer else "number")
+    assert schema.get("minimum") == rng.minimum
+    assert schema.get("exclusiveMinimum", False) == rng.exclusive_minimum
+    caps = {"logprobs": 1000, "prompt_logprobs": 1000, "max_tokens": 10**6}
+    assert schema.get("maximum") == caps.get(field, rng.maximum)
+    base = {"model": "m", "prompt": "x", "max_tokens": 1, "echo": True, "logprobs_cap": None}
+    for side in ("low", "high"):
+        if (rng.minimum if side == "low" else rng.maximum) is None:
+            continue
+        with pytest.raises(InvalidRequestError) as e:
+            CompletionRequest(**{**base, field: _just_outside(rng, side)})
+        assert e.value.param == field
+        if not (side == "low" and rng.exclusive_minimum):
+            CompletionRequest(**{**base, field: rng.minimum if side == "low" else rng.maximum})  # the bound is valid
+
+
+def test_the_table_keeps_the_protocol_s_numbers() -> None:
+    r = FIELD_RANGES
+    assert (r["temperature"].minimum, r["temperature"].maximum) == (0, 2)
+    assert (r["top_p"].minimum, r["top_p"].maximum) == (0, 1) == (r["min_p"].minimum, r["min_p"].maximum)
+    assert (r["presence_penalty"].minimum, r["presence_penalty"].maximum) == (-2, 2)
+    assert (r["frequency_penalty"].minimum, r["frequency_penalty"].maximum) == (-2, 2)
+    assert r["top_k"].minimum == -1 and r["max_tokens"].minimum == 0 and r["logprobs"].minimum == 0
+    assert (r["n"].minimum, r["n"].maximum) == (1, 128) == (r["best_of"].minimum, r["best_of"].maximum)
+    assert r["repetition_penalty"].minimum == 0 and r["repetition_penalty"].exclusive_minimum
+    assert set(r) == set(NUMERIC_FIELDS)
+    with pytest.raises(InvalidRequestError, match="repetition_penalty must be greater than 0.0 .*1 means none"):
+        CompletionRequest(model="m", prompt="x", repetition_penalty=0)
+
+
+def test_server_limits_lower_the_documented_maxima() -> None:
+    from calibkit.server.schema import openapi_schema
+
+    props = openapi_schema(["m"], logprobs_cap=5, max_tokens_limit=8, max_n=2)[
+        "components"]["schemas"]["CompletionRequest"]["properties"]
+    assert props["logprobs"]["maximum"] == props["prompt_logprobs"]["maximum"] == 5
+    assert props["max_tokens"]["maximum"] == 8 and props["n"]["maximum"] == props["best_of"]["maximum"] == 2
+
+
+def test_the_version_is_the_package_s_own() -> None:
+    from importlib.metadata import version
+
+    import calibkit
+    from calibkit.server.schema import openapi_schema
+
+    assert calibkit.__version__ == version("calibkit")
+    assert openapi_schema(["m"])["info"]["version"] == calibkit.__version__

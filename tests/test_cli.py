@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -67,7 +68,7 @@ def test_score_then_calibrate_uses_the_content_free_rows(tmp_path, suffix) -> No
     metrics = pd.read_csv(out / "metrics.csv", index_col=0)
     assert list(metrics.index) == ["uncalibrated", "contextual", "batch"]
     bad = run("calibrate", str(scores), "--calibrators", "domain")
-    assert bad.returncode == 1 and "give backend" in bad.stderr
+    assert bad.returncode == 1 and "--calibrators domain" in bad.stderr and "calibkit eval" in bad.stderr
 
 
 SST2_DEV = SHARED_DATA / "sst2" / "dev.txt"
@@ -101,3 +102,234 @@ def test_a_csv_file_with_named_columns(tmp_path) -> None:
     assert "4 examples" in r.stdout
     bad = run("score", str(data), "--text-column", "nope")
     assert bad.returncode == 1 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+    assert "--text-column" in bad.stderr and "text_column" not in bad.stderr
+
+
+
+# -- without the model: the command line's own rules ---------------------------------------
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from calibkit import cli  # noqa: E402
+from calibkit.datasets.formats import FORMATS  # noqa: E402
+from calibkit.label_scores import LabelScores, read_scores, write_scores  # noqa: E402
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """Run calibkit in-process; assert a one-line user error with exit 1; return the line."""
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"calibkit {argv[0]}: ")
+    return lines[0]
+
+
+@pytest.fixture
+def reviews(tmp_path):
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,stars\nA wonderful film.,good\nA boring mess.,bad\nLoved it.,good\nAwful.,bad\n")
+    return data
+
+
+def test_an_unknown_data_set_is_one_line(capsys) -> None:
+    line = one_line_error(capsys, ["score", "no-such-set"])
+    assert "bundled ones are" in line and "'sentiment'" in line
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    for exc in (TypeError("a bug"), KeyError("a bug"), AttributeError("a bug")):
+        def broken(args, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(cli, "_cmd_score", broken)
+        with pytest.raises(type(exc)):
+            cli.main(["score"])
+
+
+def test_an_import_error_is_a_bug_unless_it_says_what_to_install(monkeypatch, capsys) -> None:
+    def missing_extra(args):
+        raise ImportError("the embedded model needs llama-cpp-python: pip install 'calibkit[local]'")
+
+    monkeypatch.setattr(cli, "_cmd_score", missing_extra)
+    assert "pip install 'calibkit[local]'" in one_line_error(capsys, ["score"])
+
+    def broken(args):
+        raise ImportError("cannot import name 'X' from 'calibkit.scoring'")
+
+    monkeypatch.setattr(cli, "_cmd_score", broken)
+    with pytest.raises(ImportError):
+        cli.main(["score"])
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["score", "sentiment", "--format", "cb"], "--format"),
+    (["score", "sentiment", "--text-column", "x"], "--text-column"),
+    (["eval", "topic", "--label-column", "y"], "--label-column"),
+])
+def test_options_on_a_bundled_set_name_the_flag(capsys, argv, flag) -> None:
+    line = one_line_error(capsys, argv)
+    assert flag in line and "bundled" in line and "=" not in line
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["score", "{data}", "--text-column", "nope"], ["--text-column", "'nope'"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "nope"], ["--label-column", "'nope'"]),
+    (["score", "{data}"], ["--text-column"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "--limit", "0"], ["--limit"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "-k", "0"], ["-k must be"]),
+    (["eval", "{data}", "--text-column", "review", "--label-column", "stars", "-k", "-3"], ["-k must be"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "--verbalizer", "{{"],
+     ["--verbalizer"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "--verbalizer", '[" a"]'],
+     ["--verbalizer"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "--verbalizer", '{"good": 5, "bad": 6}'],
+     ["--verbalizer"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "--template", "Review: {}"],
+     ["--template"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "--template", "Review: {text}"],
+     ["template needs", "['text']"]),
+    (["eval", "{data}", "--text-column", "review", "--label-column", "stars", "--calibration-fraction", "1.5"],
+     ["--calibration-fraction"]),
+    (["eval", "{data}", "--text-column", "review", "--label-column", "stars", "--bootstrap", "0"], ["--bootstrap"]),
+    (["score", "{data}", "--text-column", "review", "--label-column", "stars", "--out", "s.xlsx"],
+     ["--out", ".csv or .parquet"]),
+])
+def test_errors_speak_in_flags_not_python_names(capsys, reviews, argv, words) -> None:
+    line = one_line_error(capsys, [a.replace("{data}", str(reviews)) for a in argv])
+    for w in words:
+        assert w in line, line
+    assert not re.search(r"\b(text_column|label_column|format|template|verbalizer|limit|k|n_boot)=", line), line
+
+
+def test_a_file_of_unknown_format_asks_for_format_in_flags(capsys, tmp_path) -> None:
+    odd = tmp_path / "data.txt"
+    odd.write_text("something calibkit cannot place\n")
+    line = one_line_error(capsys, ["score", str(odd)])
+    assert "--format" in line and "format=" not in line
+
+
+def test_format_lists_and_checks_every_format(capsys) -> None:
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["score"].format_help().split())
+    for fmt in FORMATS:
+        assert fmt in help_text
+    assert {"rte", "cb"} <= set(FORMATS)
+    assert cli.build_parser().parse_args(["eval", "x.jsonl", "--format", "cb"]).format == "cb"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["score", "x.jsonl", "--format", "xml"])
+    assert e.value.code == 2 and "--format" in capsys.readouterr().err
+
+
+def test_template_escapes_and_non_ascii(reviews) -> None:
+    args = cli.build_parser().parse_args(["score", str(reviews), "--label-column", "stars",
+                                          "--template", "Critique : {review}\\nAvis é:"])
+    ds = cli._load(args)
+    assert ds.template.template == "Critique : {review}\nAvis é:" and ds.fields == ["review"]
+    assert cli.unescape("tab\\there, a backslash \\\\n, \\d and ü") == "tab\there, a backslash \\n, \\d and ü"
+
+
+class _FakeBackend:
+    model_name = "fake"
+    logprobs_cap = 20
+
+
+def _fake_score(calls):
+    def score(examples, template, verbalizer, backend, method="auto", *, k=None, check=True, **kw):
+        calls.append({"k": k, "method": method, "n": len(examples)})
+        n, K = len(examples), len(verbalizer.classes)
+        lp = np.log(np.full((n, K), 0.5 / K))
+        lp[np.arange(n), np.arange(n) % K] = np.log(0.4)
+        return LabelScores.from_logprobs(lp, list(verbalizer.classes),
+                                         provenance={"requests": n, "cache_hits": 0, "method": method})
+    return score
+
+
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_k_reaches_score_and_is_checked_against_the_endpoint_cap(monkeypatch, capsys, reviews, tmp_path, command):
+    import calibkit.scoring
+
+    calls: list[dict] = []
+    monkeypatch.setattr(calibkit.scoring, "score", _fake_score(calls))
+    monkeypatch.setattr(cli, "_backend", lambda args: _FakeBackend())
+    base = [command, str(reviews), "--text-column", "review", "--label-column", "stars", "--method", "topk"]
+    extra = ["--calibrators", "temperature", "--bootstrap", "10", "--out", str(tmp_path / "r")] if command == "eval" else []
+    assert cli.main(base + extra + ["-k", "5"]) == 0
+    assert calls and calls[-1]["k"] == 5 and calls[-1]["method"] == "topk"
+    calls.clear()
+    assert cli.main(base + extra) == 0
+    assert calls[-1]["k"] is None  # the endpoint's cap
+    capsys.readouterr()
+    line = one_line_error(capsys, base + extra + ["-k", "50"])
+    assert "-k must be at most 20" in line
+
+
+def test_score_out_then_calibrate_keeps_typed_classes(monkeypatch, capsys, tmp_path) -> None:
+    import calibkit.scoring
+
+    data = tmp_path / "stars.csv"
+    data.write_text("text,stars\n" + "".join(f"review {i},{1 + i % 2}\n" for i in range(20)))
+    monkeypatch.setattr(calibkit.scoring, "score", _fake_score([]))
+    monkeypatch.setattr(cli, "_backend", lambda args: _FakeBackend())
+    out = tmp_path / "scores.csv"
+    assert cli.main(["score", str(data), "--label-column", "stars", "--verbalizer", '{"1": " bad", "2": " good"}',
+                     "--out", str(out)]) == 0
+    f = read_scores(out)
+    assert f.label_column == "stars" and f.scores.classes == ["1", "2"] and f.labels[:2] == ["1", "2"]
+    assert f.content_free is not None and len(f.content_free) == 3
+
+
+def test_calibrate_reads_typed_classes_and_labels(capsys, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=60)
+    lp = np.log(rng.dirichlet(np.ones(3), size=60) * 0.5 + 0.5 * np.eye(3)[y])
+    path = tmp_path / "s.csv"
+    write_scores(path, LabelScores.from_logprobs(lp, [0, 1, 2]), pd.DataFrame({"text": ["t"] * 60, "label": y}),
+                 content_free=LabelScores.from_logprobs(np.log(np.full((3, 3), 0.3)), [0, 1, 2]))
+    out = tmp_path / "report"
+    assert cli.main(["calibrate", str(path), "--calibrators", "contextual,temperature", "--bootstrap", "10",
+                     "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "metrics.csv", index_col=0)
+    assert list(metrics.index) == ["uncalibrated", "contextual", "temperature"]
+    assert metrics.loc["uncalibrated", "accuracy"] > 0.8  # labels matched as integers, not strings
+    capsys.readouterr()
+    assert "--calibrators domain" in one_line_error(capsys, ["calibrate", str(path), "--calibrators", "domain"])
+    assert "--calibrators nope" in one_line_error(capsys, ["calibrate", str(path), "--calibrators", "nope"])
+    line = one_line_error(capsys, ["calibrate", str(path), "--label-column", "stars"])
+    assert "--label-column" in line and "label_column" not in line
+
+
+def test_calibrate_says_how_to_make_a_scores_file(capsys, tmp_path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\na,b\n")
+    line = one_line_error(capsys, ["calibrate", str(data)])
+    assert "data.csv" in line and "calibkit score --out" in line
+    assert "calibkit score --out" in one_line_error(capsys, ["calibrate", str(tmp_path / "none.csv")])
+    no_cf = tmp_path / "no_cf.csv"
+    write_scores(no_cf, LabelScores.from_logprobs(np.log([[0.3, 0.7]] * 4), ["a", "b"]),
+                 pd.DataFrame({"label": ["a", "b", "b", "a"]}))
+    assert "content-free" in one_line_error(capsys, ["calibrate", str(no_cf), "--calibrators", "contextual"])
+
+
+def test_version(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"calibkit {version('calibkit')}"
+
+
+def test_revoking_an_unknown_key_is_one_line(capsys, tmp_path) -> None:
+    keys = tmp_path / "keys.json"
+    assert cli.main(["keys", "create", "--keys-file", str(keys)]) == 0
+    capsys.readouterr()
+    assert "no key with id 'nope'" in one_line_error(capsys, ["keys", "revoke", "nope", "--keys-file", str(keys)])
+
+
+def test_a_refused_top_k_names_k(monkeypatch, capsys) -> None:
+    from calibkit.api import InvalidRequestError
+
+    def refused(args):
+        raise InvalidRequestError("logprobs must be an integer between 0 and 20 (got 50)", param="logprobs")
+
+    monkeypatch.setattr(cli, "_cmd_peek", refused)
+    assert one_line_error(capsys, ["peek", "x", "-k", "50"]).startswith("calibkit peek: -k 50: logprobs must be")

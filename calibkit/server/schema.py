@@ -18,11 +18,33 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..api import FIELD_RANGES
+from ..version import __version__
+
 __all__ = ["openapi_schema"]
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
+
+
+def _numeric(name: str, *, maximum: int | None = None, description: str | None = None) -> dict[str, Any]:
+    """A numeric field's schema from the ranges the request validation uses (calibkit.api.FIELD_RANGES).
+
+    ``maximum``: a server limit (ServerConfig, the logprobs cap), lowering the range's own.
+    """
+    r = FIELD_RANGES[name]
+    out: dict[str, Any] = {"type": "integer" if r.integer else "number"}
+    if r.minimum is not None:
+        out["minimum"] = r.minimum
+    if r.exclusive_minimum:
+        out["exclusiveMinimum"] = True
+    hi = r.maximum if maximum is None else maximum if r.maximum is None else min(r.maximum, maximum)
+    if hi is not None:
+        out["maximum"] = hi
+    if description:
+        out["description"] = description
+    return _nullable(out)
 
 
 def _error_response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -45,9 +67,13 @@ def openapi_schema(
     max_n: int = 16,
     max_body_bytes: int = 1 << 20,
     n_ctx: int | None = None,
-    version: str = "0.1.0",
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.0 document for a server with these models and limits."""
+    """The OpenAPI 3.0 document for a server with these models and limits.
+
+    The numeric fields' types and bounds come from :data:`calibkit.api.FIELD_RANGES`,
+    which the request validation reads too; ``version`` defaults to calibkit's own.
+    """
     text = {"type": "string"}
     prompt_list = {"type": "array", "items": text, "minItems": 1, "maxItems": max_prompts}
     ctx = f" of {n_ctx} tokens" if n_ctx else ""
@@ -72,33 +98,29 @@ def openapi_schema(
                       "description": "a name from GET /v1/models; another is 404 model_not_found"},
             "prompt": {"oneOf": [text, prompt_list],
                        "description": "one prompt, or a list of them (one choice per prompt and n, by index)"},
-            "max_tokens": _nullable({"type": "integer", "minimum": 0, "maximum": max_tokens_limit,
-                                     "description": "default 16 (or the server's limit, if lower)"}),
-            "logprobs": _nullable({"type": "integer", "minimum": 0, "maximum": logprobs_cap,
-                                   "description": "top-k log-probabilities at each position; an integer, "
-                                                  "never a boolean"}),
+            "max_tokens": _numeric("max_tokens", maximum=max_tokens_limit,
+                                   description="default 16 (or the server's limit, if lower)"),
+            "logprobs": _numeric("logprobs", maximum=logprobs_cap,
+                                 description="top-k log-probabilities at each position; an integer, never a boolean"),
             "echo": _nullable({"type": "boolean"}),
             "stream": _nullable({"type": "boolean",
                                  "description": "answer as server-sent events, ending with data: [DONE]"}),
-            "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2,
-                                      "description": "0 is greedy (so is anything below 1e-6)"}),
-            "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
-            "top_k": _nullable({"type": "integer", "minimum": -1,
-                                "description": "-1 or 0: no top-k filter"}),
-            "min_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
-            "n": _nullable({"type": "integer", "minimum": 1, "maximum": max_n}),
-            "best_of": _nullable({"type": "integer", "minimum": 1, "maximum": max_n}),
-            "seed": _nullable({"type": "integer"}),
+            "temperature": _numeric("temperature", description="0 is greedy (so is anything below 1e-6)"),
+            "top_p": _numeric("top_p"),
+            "top_k": _numeric("top_k", description="-1 or 0: no top-k filter"),
+            "min_p": _numeric("min_p"),
+            "n": _numeric("n", maximum=max_n),
+            "best_of": _numeric("best_of", maximum=max_n),
+            "seed": _numeric("seed"),
             "stop": _nullable({"oneOf": [
                 {"type": "string", "minLength": 1},
                 {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4},
             ]}),
-            "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
-            "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
-            "repetition_penalty": _nullable({"type": "number", "minimum": 0, "exclusiveMinimum": True,
-                                             "description": "1 is none; must be positive"}),
-            "prompt_logprobs": _nullable({"type": "integer", "minimum": 0, "maximum": logprobs_cap,
-                                          "description": "top-k log-probabilities at each prompt position"}),
+            "presence_penalty": _numeric("presence_penalty"),
+            "frequency_penalty": _numeric("frequency_penalty"),
+            "repetition_penalty": _numeric("repetition_penalty", description="1 is none; must be positive"),
+            "prompt_logprobs": _numeric("prompt_logprobs", maximum=logprobs_cap,
+                                        description="top-k log-probabilities at each prompt position"),
         },
     }
     number_or_null = {"type": "number", "nullable": True}
@@ -208,7 +230,7 @@ def openapi_schema(
         "openapi": "3.0.3",
         "info": {
             "title": "calibkit serve: the ACS completions API",
-            "version": version,
+            "version": version or __version__,
             "description": "The ACS base-model completions API over a local GGUF model. "
                            "Every error is {\"error\": {\"message\", \"type\", \"param\", \"code\"}}.",
         },
