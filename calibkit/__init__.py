@@ -33,6 +33,7 @@ from .templates import PromptTemplate, TokenizationTrap, TokenizationWarning, Ve
 from .version import __version__
 
 __all__ = [
+    "__version__",
     "APIError",
     "Backend",
     "BatchCalibration",

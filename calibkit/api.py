@@ -26,6 +26,7 @@ calibkit.api.InvalidRequestError: logprobs must be an integer top-k between 0 an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -585,6 +586,28 @@ class CompletionResponse:
             object=str(obj.get("object", "text_completion")),
             created=obj.get("created"),
         )
+
+    @classmethod
+    def merge(cls, parts: Sequence["CompletionResponse"], n: int = 1) -> "CompletionResponse":
+        """One response for a request of many prompts, from one response per prompt.
+
+        Prompt ``p``'s choice ``j`` gets index ``p * n + j`` (``n`` choices per prompt)
+        and the usage is summed; one part comes back as it is.
+
+        >>> part = lambda t: CompletionResponse(id="c", model="m", choices=[Choice(0, t)], usage=Usage(2, 1, 3))
+        >>> r = CompletionResponse.merge([part(" a"), part(" b")])
+        >>> [(c.index, c.text) for c in r.choices], r.usage.total_tokens
+        ([(0, ' a'), (1, ' b')], 6)
+        """
+        if len(parts) == 1:
+            return parts[0]
+        choices = [dataclasses.replace(c, index=pi * n + c.index) for pi, part in enumerate(parts) for c in part.choices]
+        usage = Usage()
+        for part in parts:
+            usage.prompt_tokens += part.usage.prompt_tokens
+            usage.completion_tokens += part.usage.completion_tokens
+            usage.total_tokens += part.usage.total_tokens
+        return cls(id=parts[0].id, model=parts[0].model, choices=choices, usage=usage, created=parts[0].created)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

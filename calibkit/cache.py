@@ -52,7 +52,7 @@ _log = logging.getLogger("calibkit.cache")
 
 def _canonical(obj: Any) -> str:
     # allow_nan=False keeps the key well defined; -inf never appears in requests.
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _encode_value(obj: Any) -> str:

@@ -1,4 +1,4 @@
-"""The ``calibkit`` command.
+"""The ``calibkit`` command: score, calibrate and report from the shell, and serve the model.
 
     calibkit peek "The capital of France is" -k 5     # what the model almost said
     calibkit score sentiment --out scores.csv         # score a data set, print a summary
@@ -340,7 +340,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(f"accuracy       {acc:.3f}")
     print(f"label mass     median {np.median(s.label_mass):.4g}  (min {s.label_mass.min():.3g}, max {s.label_mass.max():.3g})")
     print(f"censored       {int(s.censored.sum())} of {s.censored.size} entries")
-    print(f"requests       {s.provenance['requests']} sent, {s.provenance['cache_hits']} from the cache")
+    print(f"questions      {s.provenance['requests']} asked of the model, {s.provenance['cache_hits']} from the cache")
     frame = ds.frame.reset_index(drop=True)
     with pd.option_context("display.max_colwidth", 40, "display.width", 160):
         print(pd.concat([frame[ds.fields + [ds.label_column]], table], axis=1).head(args.head).to_string(index=False))

@@ -26,12 +26,12 @@ import numpy as np
 from scipy import stats
 
 from .metrics import (
-    _binned_stats,
-    _prepare,
-    _smece_at,
-    _smece_sigma,
-    _smooth_residual,
-    _top_label,
+    binned_stats,
+    check_labels_probs,
+    smooth_ece_at,
+    smooth_ece_bandwidth,
+    smooth_residual,
+    top_label_hits,
 )
 
 __all__ = [
@@ -134,9 +134,9 @@ def reliability_data(
     "wilson" or "clopper-pearson" at ``level``; ``sigma`` fixes the smoothing
     bandwidth (default: smooth ECE's own choice).
     """
-    y, p = _prepare(y, p, input, classes)
-    conf, hit = _top_label(y, p)
-    count, sum_conf, sum_hit, edges = _binned_stats(conf[:, None], hit[:, None], bins, binning)
+    y, p = check_labels_probs(y, p, input, classes)
+    conf, hit = top_label_hits(y, p)
+    count, sum_conf, sum_hit, edges = binned_stats(conf[:, None], hit[:, None], bins, binning)
     edges = edges[0]
     b = len(edges) - 1
     count, sum_conf, sum_hit = count[0, :b], sum_conf[0, :b], sum_hit[0, :b]
@@ -144,8 +144,8 @@ def reliability_data(
     accuracy = np.where(count > 0, sum_hit / safe, np.nan)
     confidence = np.where(count > 0, sum_conf / safe, np.nan)
     low, high = proportion_interval(sum_hit, count, level, interval)
-    s = _smece_sigma(conf, hit) if sigma is None else float(sigma)
-    t, resid, density = _smooth_residual(conf, hit, s)
+    s = smooth_ece_bandwidth(conf, hit) if sigma is None else float(sigma)
+    t, resid, density = smooth_residual(conf, hit, s)
     return ReliabilityData(
         edges=edges,
         counts=count.astype(np.int64),
@@ -154,7 +154,7 @@ def reliability_data(
         low=low,
         high=high,
         ece=float(np.abs(sum_hit - sum_conf).sum() / len(y)),
-        smooth_ece=_smece_at(conf, hit, s),
+        smooth_ece=smooth_ece_at(conf, hit, s),
         sigma=s,
         n=len(y),
         binning=binning,

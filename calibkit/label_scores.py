@@ -45,7 +45,7 @@ class LabelScores:
     label_mass : (n,) total probability on the label set, sum of exp(logprobs).
     form_logprobs : (n, F) the same for each form (``forms``, class ``form_class``).
     exact : (n,) bool, rows scored exactly (whole forms) rather than from the top-k.
-    provenance : model, backend, method, k, requests made, cache hits, template.
+    provenance : model, backend, method, k, questions the model answered (``requests``), cache hits, template.
 
     ``np.asarray(scores)`` is ``scores.logprobs``, so a LabelScores goes straight into
     a calibrator, whose identity map is the softmax over each row.

@@ -103,7 +103,13 @@ def to_probs(p: Any, input: str = "logprobs") -> np.ndarray:
     return p
 
 
-def _prepare(y: Any, p: Any, input: str, classes: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_labels_probs(y: Any, p: Any, input: str, classes: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as column indices and p as probabilities, checked: what every metric starts from.
+
+    >>> y, p = check_labels_probs(["b", "a"], [[0.3, 0.7], [0.6, 0.4]], "probs", classes=["a", "b"])
+    >>> y.tolist(), p.shape
+    ([1, 0], (2, 2))
+    """
     p = to_probs(p, input)
     n, k = p.shape
     y_arr = np.asarray(y)
@@ -121,7 +127,13 @@ def _prepare(y: Any, p: Any, input: str, classes: Any) -> tuple[np.ndarray, np.n
     return y_arr.astype(np.intp, copy=False), p
 
 
-def _top_label(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def top_label_hits(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top label's probability in each row, and 1.0 where it is the true label ``y`` (indices).
+
+    >>> conf, hit = top_label_hits(np.array([1, 1]), np.array([[0.3, 0.7], [0.6, 0.4]]))
+    >>> conf.tolist(), hit.tolist()
+    ([0.7, 0.6], [1.0, 0.0])
+    """
     pred = p.argmax(axis=1)
     conf = np.take_along_axis(p, pred[:, None], axis=1)[:, 0]
     return conf, (pred == y).astype(np.float64)
@@ -138,7 +150,7 @@ def accuracy(y: Any, p: Any, *, input: str = "probs", classes: Any = None) -> fl
     >>> accuracy([0, 1], [[0.9, 0.1], [0.8, 0.2]])
     0.5
     """
-    y, p = _prepare(y, p, input, classes)
+    y, p = check_labels_probs(y, p, input, classes)
     return float(np.mean(p.argmax(axis=1) == y))
 
 
@@ -156,12 +168,12 @@ def nll(y: Any, p: Any, *, input: str = "probs", classes: Any = None, eps: float
     eps = np.finfo(np.float64).eps if eps is None else float(eps)
     if input == "logprobs":
         # Stay in log space: softmax then log would lose tiny probabilities.
-        y_idx, _ = _prepare(y, p, input, classes)
+        y_idx, _ = check_labels_probs(y, p, input, classes)
         logp = np.asarray(p, dtype=np.float64)
         m = logp.max(axis=1)
         log_py = logp[np.arange(len(y_idx)), y_idx] - m - np.log(np.exp(logp - m[:, None]).sum(axis=1))
     else:
-        y_idx, p = _prepare(y, p, input, classes)
+        y_idx, p = check_labels_probs(y, p, input, classes)
         with np.errstate(divide="ignore"):
             log_py = np.log(p[np.arange(len(y_idx)), y_idx])
     if eps > 0:
@@ -190,7 +202,7 @@ def brier(
     >>> round(brier([0, 1], [[0.9, 0.1], [0.2, 0.8]]), 4)
     0.025
     """
-    y, p = _prepare(y, p, input, classes)
+    y, p = check_labels_probs(y, p, input, classes)
     n, k = p.shape
     sq = np.einsum("ij,ij->i", p, p) - 2 * p[np.arange(n), y] + 1.0
     score = float(np.mean(sq))
@@ -237,10 +249,10 @@ def brier_decomposition(
     >>> round(d.reliability, 4), round(d.resolution, 4), round(d.uncertainty, 4)
     (0.04, 0.25, 0.25)
     """
-    y, p = _prepare(y, p, input, classes)
+    y, p = check_labels_probs(y, p, input, classes)
     n, k = p.shape
     onehot = _one_hot(y, k)
-    count, sum_p, sum_o, _ = _binned_stats(p, onehot, bins, binning)
+    count, sum_p, sum_o, _ = binned_stats(p, onehot, bins, binning)
     safe = np.maximum(count, 1)
     base = onehot.mean(axis=0)[:, None]
     rel = np.sum(count * (sum_p / safe - sum_o / safe) ** 2) / n
@@ -251,13 +263,19 @@ def brier_decomposition(
     return BrierDecomposition(score * half, float(rel) * half, float(res) * half, unc * half)
 
 
-def _binned_stats(conf: np.ndarray, hit: np.ndarray, bins: int, binning: str):
+def binned_stats(
+    conf: np.ndarray, hit: np.ndarray, bins: int, binning: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """Per-bin counts, summed confidence and summed hits of each column (groups × bins),
     and each column's bin edges.
 
     Each column (a class, or the single top-label column) gets its own bins, so
     equal-mass edges follow that column's distribution; a column with fewer
     distinct equal-mass bins leaves the tail of its row empty.
+
+    >>> count, sum_conf, sum_hit, edges = binned_stats(np.array([[0.1], [0.9]]), np.array([[0.0], [1.0]]), 2, "width")
+    >>> count.tolist(), sum_hit.tolist(), edges[0].tolist()
+    ([[1.0, 1.0]], [[0.0, 1.0]], [0.0, 0.5, 1.0])
     """
     check_binning(bins, binning)
     groups = conf.shape[1]
@@ -283,7 +301,7 @@ def _conf_hit(y: np.ndarray, p: np.ndarray, reduction: str) -> tuple[np.ndarray,
     """n×G confidences and hits: G = 1 for top-label, G = K for classwise."""
     _check_choice("reduction", reduction, REDUCTIONS)
     if reduction == "top-label":
-        conf, hit = _top_label(y, p)
+        conf, hit = top_label_hits(y, p)
         return conf[:, None], hit[:, None]
     return p, _one_hot(y, p.shape[1])
 
@@ -321,8 +339,8 @@ def ece(
     0.2667
     """
     _check_choice("norm", norm, NORMS)
-    y, p = _prepare(y, p, input, classes)
-    count, sum_conf, sum_hit, _ = _binned_stats(*_conf_hit(y, p, reduction), bins, binning)
+    y, p = check_labels_probs(y, p, input, classes)
+    count, sum_conf, sum_hit, _ = binned_stats(*_conf_hit(y, p, reduction), bins, binning)
     n = p.shape[0]
     gap = np.abs(sum_hit - sum_conf)  # = count * |acc - conf|
     if norm == "l1":
@@ -367,8 +385,8 @@ def debiased_ece(
     >>> round(debiased_ece([0, 1, 1, 1], [[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]], bins=1), 4)
     0.25
     """
-    y, p = _prepare(y, p, input, classes)
-    count, sum_conf, sum_hit, _ = _binned_stats(*_conf_hit(y, p, reduction), bins, binning)
+    y, p = check_labels_probs(y, p, input, classes)
+    count, sum_conf, sum_hit, _ = binned_stats(*_conf_hit(y, p, reduction), bins, binning)
     safe = np.maximum(count, 1)
     acc = sum_hit / safe
     term = (sum_conf / safe - acc) ** 2 - acc * (1 - acc) / np.maximum(count - 1, 1)
@@ -409,24 +427,38 @@ def _reflected_smooth(f: np.ndarray, values: np.ndarray, sigma: float, t: np.nda
     return smoothed[left] * (1 - frac) + smoothed[left + 1] * frac
 
 
-def _smooth_residual(conf: np.ndarray, hit: np.ndarray, sigma: float):
-    """Evaluation points t, smoothed residual E[conf - hit | conf = t] and density at t."""
+def smooth_residual(conf: np.ndarray, hit: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluation points t, smoothed residual E[conf - hit | conf = t] and density at t.
+
+    >>> t, resid, density = smooth_residual(np.array([0.9, 0.8]), np.array([1.0, 1.0]), 0.1)
+    >>> float(t[0]), float(t[-1]), len(t) == len(resid) == len(density)
+    (0.0, 1.0, True)
+    """
     t = np.linspace(0.0, 1.0, max(round(10 / sigma), 200))
     resid = _reflected_smooth(conf, conf - hit, sigma, t)
     density = _reflected_smooth(conf, np.ones_like(conf), sigma, t) + 1e-4
     return t, resid / density, density
 
 
-def _smece_at(conf: np.ndarray, hit: np.ndarray, sigma: float) -> float:
-    _, resid, density = _smooth_residual(conf, hit, sigma)
+def smooth_ece_at(conf: np.ndarray, hit: np.ndarray, sigma: float) -> float:
+    """Smooth ECE with the kernel bandwidth ``sigma`` (see :func:`smooth_ece_bandwidth`).
+
+    >>> smooth_ece_at(np.array([0.9, 0.8]), np.array([1.0, 1.0]), 0.1) > 0
+    True
+    """
+    _, resid, density = smooth_residual(conf, hit, sigma)
     return float(np.sum(np.abs(resid) * density) / np.sum(density))
 
 
-def _smece_sigma(conf: np.ndarray, hit: np.ndarray, eps: float = 1e-3) -> float:
-    """Bandwidth of Błasiok & Nakkiran: the fixed point sigma = smECE_sigma, by bisection."""
+def smooth_ece_bandwidth(conf: np.ndarray, hit: np.ndarray, eps: float = 1e-3) -> float:
+    """Bandwidth of Błasiok & Nakkiran: the fixed point sigma = smECE_sigma, by bisection.
+
+    >>> 0 < smooth_ece_bandwidth(np.array([0.9, 0.8, 0.6]), np.array([1.0, 0.0, 1.0])) <= 1
+    True
+    """
 
     def small_enough(sigma: float) -> bool:
-        return sigma < eps or sigma < _smece_at(conf, hit, sigma)
+        return sigma < eps or sigma < smooth_ece_at(conf, hit, sigma)
 
     if small_enough(1.0):
         return 1.0
@@ -463,12 +495,12 @@ def smooth_ece(
     >>> 0.2 < smooth_ece(y, np.stack([q, 1 - q], 1)) < 0.3
     True
     """
-    y, p = _prepare(y, p, input, classes)
-    conf, hit = _top_label(y, p)
-    s = _smece_sigma(conf, hit) if sigma is None else float(sigma)
+    y, p = check_labels_probs(y, p, input, classes)
+    conf, hit = top_label_hits(y, p)
+    s = smooth_ece_bandwidth(conf, hit) if sigma is None else float(sigma)
     if not s > 0:
         raise ValueError(f"sigma={sigma!r}; the kernel bandwidth must be positive.")
-    value = _smece_at(conf, hit, s)
+    value = smooth_ece_at(conf, hit, s)
     return (value, s) if return_sigma else value
 
 

@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from calibkit.api import Choice, CompletionRequest, CompletionResponse, Logprobs, Usage
 from calibkit.backends.base import Backend, Continuation
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

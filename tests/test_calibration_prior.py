@@ -7,7 +7,6 @@ from sklearn.pipeline import make_pipeline
 from calibkit.calibration import (
     BatchCalibration,
     ContextualCalibration,
-    DomainContextCalibration,
     TemperatureScaling,
 )
 

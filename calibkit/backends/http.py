@@ -44,7 +44,7 @@ from typing import Any, Coroutine, Sequence, TypeVar
 
 import httpx
 
-from ..api import ACS_LOGPROBS_CAP, APIError, Choice, CompletionRequest, CompletionResponse, Usage
+from ..api import ACS_LOGPROBS_CAP, APIError, CompletionRequest, CompletionResponse, Usage
 from ..cache import ResponseCache
 from .base import Backend, Continuation, TopK, check_int
 
@@ -56,6 +56,10 @@ INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 _NEVER_RETRY = {400, 401, 403, 404, 422}
 _TRANSIENT = re.compile(r"transient|temporar|overload|try again|unavailable|timed? ?out", re.I)
+# Guards the lazy start of a client's loop: two threads that share a client and make
+# its first call at once must not start two loops (a coroutine on one would use the
+# other's connection pool).
+_START_LOCK = threading.Lock()
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -256,11 +260,13 @@ class Client(Backend):
         if self._closed:
             coro.close()
             raise RuntimeError("this Client is closed; make a new one")
-        if self._loop is None:
-            self._loop = _Loop(self._new_http)
-            # A client dropped without close() still stops its thread and pool.
-            weakref.finalize(self, self._loop.close)
-        return self._loop.run(coro)
+        with _START_LOCK:
+            if self._loop is None:
+                self._loop = _Loop(self._new_http)
+                # A client dropped without close() still stops its thread and pool.
+                weakref.finalize(self, self._loop.close)
+            loop = self._loop
+        return loop.run(coro)
 
     def close(self) -> None:
         """Close the connection pool, its thread and the cache's file handle; the client is done."""
@@ -273,7 +279,13 @@ class Client(Backend):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_loop"] = None  # a copy opens its own pool on first use
+        state["_closed"] = False  # ... even where this one is closed
+        del state["_next_replica"]  # itertools objects do not pickle on every Python
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._next_replica = itertools.count()
 
     async def _request(self, method: str, path: str, body: Any) -> Any:
         """One call with retries; the decoded body of a GET, the raw bytes of a POST."""
@@ -423,7 +435,7 @@ class Client(Backend):
         answers = self._run(self._run_packs(flat)) if flat else []
         out, at = [], 0
         for r in reqs:
-            out.append(_merge(r, answers[at : at + len(r.prompts)]))
+            out.append(CompletionResponse.merge(answers[at : at + len(r.prompts)], r.n or 1))
             at += len(r.prompts)
         return out[0] if single else out
 
@@ -461,20 +473,3 @@ class Client(Backend):
             out.append(Continuation(tuple(tokens), tuple(float(v) for v in logprobs if v is not None)))
         return out
 
-
-def _merge(req: CompletionRequest, parts: list[CompletionResponse]) -> CompletionResponse:
-    """One response for a request of many prompts, its choices indexed prompt by prompt."""
-    if len(parts) == 1:
-        return parts[0]
-    n = req.n or 1
-    choices: list[Choice] = []
-    usage = Usage()
-    for pi, part in enumerate(parts):
-        for c in part.choices:
-            choices.append(dataclasses.replace(c, index=pi * n + c.index))
-        usage.prompt_tokens += part.usage.prompt_tokens
-        usage.completion_tokens += part.usage.completion_tokens
-        usage.total_tokens += part.usage.total_tokens
-    return CompletionResponse(
-        id=parts[0].id, model=parts[0].model, choices=choices, usage=usage, created=parts[0].created
-    )

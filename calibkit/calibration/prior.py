@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseCalibrator, check_input_kind, check_sample_weight, to_log_proba
 
+
 def _log_mean_prob(scores: Any, input: str, name: str) -> np.ndarray:
     """log of the mean (unnormalised) class probability over rows, renormalised.
 

@@ -71,18 +71,7 @@ class LocalCompletions:
         for prompt in req.prompts:
             with eng.lock:
                 parts.append(self._complete_one(eng, dataclasses.replace(req, prompt=prompt)))
-        if len(parts) == 1:
-            return parts[0]
-        n = req.n or 1
-        choices = [dataclasses.replace(c, index=pi * n + c.index) for pi, part in enumerate(parts) for c in part.choices]
-        usage = Usage()
-        for part in parts:
-            usage.prompt_tokens += part.usage.prompt_tokens
-            usage.completion_tokens += part.usage.completion_tokens
-            usage.total_tokens += part.usage.total_tokens
-        return CompletionResponse(
-            id=parts[0].id, model=parts[0].model, choices=choices, usage=usage, created=parts[0].created
-        )
+        return CompletionResponse.merge(parts, req.n or 1)
 
     def _complete_one(self, eng: Engine, req: CompletionRequest) -> CompletionResponse:
         prompt = req.prompts[0]
@@ -95,11 +84,7 @@ class LocalCompletions:
         pk = req.prompt_logprobs
 
         def top_of(x: np.ndarray, lse: float, kk: int, also: int) -> dict[str, float]:
-            d: dict[str, float] = {}
-            if kk > 0:
-                top = np.argpartition(x, -kk)[-kk:]
-                for t in top[np.argsort(-x[top], kind="stable")]:
-                    d.setdefault(token_text(eng.piece(int(t))), float(x[t] - lse))
+            d = eng.top(x, lse, kk)
             # The chosen token joins the list when it is not among the top k (k+1 entries).
             d.setdefault(token_text(eng.piece(also)), float(x[also] - lse))
             return d

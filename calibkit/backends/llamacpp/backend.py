@@ -157,12 +157,7 @@ class LocalModel(Backend):
         for prompt in prompts:
             with eng.lock:
                 x, lse = log_softmax_at(eng.last_row(eng.tokenize(prompt, True)))
-                top = np.argpartition(x, -k)[-k:]
-                top = top[np.argsort(-x[top], kind="stable")]
-                d: TopK = {}
-                for t in top:
-                    d.setdefault(token_text(eng.piece(int(t))), float(x[t] - lse))
-            out.append(d)
+                out.append(eng.top(x, lse, k))
         return out
 
     def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:

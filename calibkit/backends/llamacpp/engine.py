@@ -162,6 +162,20 @@ class Engine:
             self._pieces[token] = p
         return p
 
+    def top(self, x: np.ndarray, lse: float, k: int) -> dict[str, float]:
+        """The ``k`` most likely tokens of a float64 logits row ``x`` whose log-sum-exp is ``lse``.
+
+        Token string -> log-probability, most likely first; two ids whose strings are
+        equal count once, the more likely (so there may be fewer than ``k`` entries).
+        """
+        d: dict[str, float] = {}
+        k = min(k, x.size)
+        if k > 0:
+            top = np.argpartition(x, -k)[-k:]
+            for t in top[np.argsort(-x[top], kind="stable")]:
+                d.setdefault(token_text(self.piece(int(t))), float(x[t] - lse))
+        return d
+
     def is_end(self, token: int) -> bool:
         """True for an end-of-generation token."""
         return bool(self.L.llama_vocab_is_eog(self.vocab, token))
