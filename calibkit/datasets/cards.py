@@ -32,6 +32,7 @@ valid YAML.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ import pandas as pd
 from ..templates import PromptTemplate, Verbalizer
 from ._dataset import Dataset, DatasetFormatError
 
-__all__ = ["CARD_FILE", "CARD_KEYS", "DATA_FILE", "Card", "load_card_folder", "parse_card", "read_card"]
+__all__ = [
+    "CARD_FILE", "CARD_KEYS", "DATA_FILE", "Card", "load_card_folder", "parse_card", "read_card", "write_data_csv",
+]
 
 CARD_FILE = "README.md"
 DATA_FILE = "data.csv"
@@ -239,3 +242,21 @@ def load_card_folder(folder: str | os.PathLike, *, name: str | None = None, sour
                                  f"{verb.classes}; add them to its 'verbalizer'")
     return Dataset(name=name or folder.name, frame=frame, fields=list(tpl.fields), label_column=label_column,
                    template=tpl, verbalizer=verb, card=card.text, source=source or str(folder))
+
+
+def write_data_csv(folder: str | os.PathLike, rows: list[dict], fields: list[str]) -> Path:
+    r"""Write a bundled set's ``rows`` to ``folder``/data.csv, as its make.py does.
+
+    csv's own dialect (comma, CRLF line ends), UTF-8; returns the path written.
+
+    >>> import tempfile
+    >>> path = write_data_csv(tempfile.mkdtemp(), [{"text": "a, b", "label": "x"}], ["text", "label"])
+    >>> path.read_bytes()
+    b'text,label\r\n"a, b",x\r\n'
+    """
+    out = Path(folder) / DATA_FILE
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return out

@@ -6,9 +6,10 @@ predicate; a seeded shuffle picks 150 of each. Rerunning gives the same file.
     python datasets/sentiment/make.py
 """
 
-import csv
 import random
 from pathlib import Path
+
+from calibkit.datasets.cards import write_data_csv
 
 SUBJECTS = [
     "The acting", "This film", "The soundtrack", "The plot", "The ending", "The dialogue",
@@ -40,16 +41,7 @@ def main() -> None:
         for s, p in rng.sample(pairs, 150):
             rows.append({"text": f"{s} {p}.", "label": label})
     rng.shuffle(rows)
-    write(rows, ["text", "label"])
-
-
-def write(rows: list[dict], fields: list[str]) -> None:
-    """Write ``rows`` to data.csv beside this script (csv's own dialect: comma, CRLF line ends)."""
-    out = Path(__file__).resolve().parent / "data.csv"
-    with out.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    out = write_data_csv(Path(__file__).resolve().parent, rows, ["text", "label"])
     print(f"wrote {len(rows)} rows to {out}")
 
 

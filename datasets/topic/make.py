@@ -9,9 +9,10 @@ Sci/Tech), so a template and verbalizer written for one fit the other.
     python datasets/topic/make.py
 """
 
-import csv
 import random
 from pathlib import Path
+
+from calibkit.datasets.cards import write_data_csv
 
 PER_CLASS = 100
 WHEN = ["", " on Monday", " on Tuesday", " on Thursday", " this week", " late on Friday", " after weeks of talks"]
@@ -109,16 +110,7 @@ def main() -> None:
         for s, p in rng.sample(pairs, PER_CLASS):
             rows.append({"text": f"{s} {p}{rng.choice(WHEN)}.", "label": label})
     rng.shuffle(rows)
-    write(rows, ["text", "label"])
-
-
-def write(rows: list[dict], fields: list[str]) -> None:
-    """Write ``rows`` to data.csv beside this script (csv's own dialect: comma, CRLF line ends)."""
-    out = Path(__file__).resolve().parent / "data.csv"
-    with out.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    out = write_data_csv(Path(__file__).resolve().parent, rows, ["text", "label"])
     print(f"wrote {len(rows)} rows to {out}")
 
 

@@ -10,9 +10,10 @@ of each kind. Rerunning gives the same file.
     python datasets/truefalse/make.py
 """
 
-import csv
 import random
 from pathlib import Path
+
+from calibkit.datasets.cards import write_data_csv
 
 PER_KIND_AND_LABEL = 40
 
@@ -161,16 +162,7 @@ def main() -> None:
             for text in rng.sample(pool, PER_KIND_AND_LABEL):
                 rows.append({"text": text, "label": label, "kind": kind})
     rng.shuffle(rows)
-    write(rows, ["text", "label", "kind"])
-
-
-def write(rows: list[dict], fields: list[str]) -> None:
-    """Write ``rows`` to data.csv beside this script (csv's own dialect: comma, CRLF line ends)."""
-    out = Path(__file__).resolve().parent / "data.csv"
-    with out.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    out = write_data_csv(Path(__file__).resolve().parent, rows, ["text", "label", "kind"])
     print(f"wrote {len(rows)} rows to {out}")
 
 
