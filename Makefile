@@ -31,8 +31,9 @@ demo: install
 test: install $(REFS)
 	$(PY) -m pytest
 
-bench: install
-	$(PY) benchmarks/bench_scoring.py
+# Every benchmark, side by side on this machine; writes benchmarks/RESULTS.md.
+bench: install $(REFS)
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
