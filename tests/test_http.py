@@ -175,18 +175,26 @@ def test_requests_in_flight_are_bounded_and_spread_over_replicas() -> None:
             s.close()
 
 
-def test_works_inside_a_running_event_loop_without_a_thread_per_call(scripted_server) -> None:
+def test_works_inside_a_running_event_loop_without_a_thread_per_call(scripted_server, monkeypatch) -> None:
     scripted_server.default = ok
     api = ck.Client(scripted_server.url, model="m", cache=False)
 
     async def notebook_cell() -> str:
         return api.complete(api.make_request("x", max_tokens=1)).choices[0].text
 
-    assert asyncio.run(notebook_cell()) == " a"
-    threads = threading.active_count()
+    assert asyncio.run(notebook_cell()) == " a"  # the first call starts the client's one loop thread
+    started: list[str] = []
+    thread_start = threading.Thread.start
+
+    def recording_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        thread_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
     for _ in range(5):
         assert asyncio.run(notebook_cell()) == " a"
-    assert threading.active_count() == threads
+    # no thread, nor a pool of them, per call (the test server's request handlers aside)
+    assert [name for name in started if "process_request" not in name] == []
     api.close()
 
 
