@@ -198,19 +198,24 @@ def test_works_inside_a_running_event_loop_without_a_thread_per_call(scripted_se
     api.close()
 
 
-def test_one_connection_pool_for_the_clients_life_and_close(scripted_server) -> None:
-    def loop_threads() -> int:
-        return sum(t.name == "calibkit-http" for t in threading.enumerate())
+def test_one_connection_pool_for_the_clients_life_and_close(scripted_server, monkeypatch) -> None:
+    started: list[threading.Thread] = []
+    thread_start = threading.Thread.start
 
+    def recording_start(self: threading.Thread) -> None:
+        started.append(self)
+        thread_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
     scripted_server.default = ok
     with ck.Client(scripted_server.url, model="m", max_in_flight=1, cache=False) as api:
         for p in "abc":
             api.complete(api.make_request(p, max_tokens=1))
         api.top_k(["d"], 2)
         assert api.continuation_logprobs([("e", " a")])[0] is not None
-        running = loop_threads()
     assert len({r["peer"] for r in scripted_server.requests}) == 1  # one kept-alive connection served all
-    assert loop_threads() == running - 1
+    loops = [t for t in started if t.name == "calibkit-http"]
+    assert len(loops) == 1 and not loops[0].is_alive()  # one loop thread for the client's life, ended by close
     with pytest.raises(RuntimeError, match="closed"):
         api.complete(api.make_request("x", max_tokens=1))
 
