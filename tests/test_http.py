@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import httpx
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 
 import calibkit as ck
 from calibkit.api import APIError, InvalidRequestError
+from calibkit.backends.http import AdaptiveLimiter
 
 from helpers import ScriptedServer, completion_body, echo_body, sst2
 
@@ -145,8 +148,165 @@ def test_connection_errors_are_retried_then_reported() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
     api = ck.Client(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, cache=False)
-    with pytest.raises(APIError, match="could not reach .* after 2 tries"):
+    with pytest.raises(APIError, match="could not reach .* after 2 tries: ConnectError") as e:
         api.complete(api.make_request("x", max_tokens=1))
+    assert "timed out" not in str(e.value)
+    assert api.limiter.backoffs == 0  # a server that is not there is not a busy one
+
+
+# -- pacing: a server slower than the client's defaults ------------------------------------
+
+
+def top_of(prompt: str, k: int) -> dict[str, float]:
+    """The top-k of a next-token distribution of the prompt's own, so that an answer
+    routed to the wrong prompt would change the scores."""
+    h = zlib.crc32(prompt.encode())
+    dist = {" the": -0.4, " a": -2.0, " positive": -1.2 - (h % 97) / 40, " negative": -1.2 - (h // 97 % 89) / 40}
+    return dict(sorted(dist.items(), key=lambda kv: -kv[1])[:k])
+
+
+def faithful(body: dict) -> tuple[int, dict, dict]:
+    """Correct completions: top-k from ``top_of``, echo from ``echo_body``."""
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    if body.get("echo"):
+        return 200, {}, echo_body(prompts)
+    out = completion_body(prompts)
+    out["choices"] = [completion_body([p], top=top_of(p, body.get("logprobs") or 1))["choices"][0] | {"index": i}
+                      for i, p in enumerate(prompts)]
+    return 200, {}, out
+
+
+def one_at_a_time(seconds: float):
+    """A ScriptedServer answer that works on one request at a time, ``seconds`` each, as a
+    one-worker server does (a request whose client gave up is still worked on)."""
+    worker = threading.Lock()
+
+    def answer(body: dict) -> tuple[int, dict, dict]:
+        with worker:
+            time.sleep(seconds)
+            return faithful(body)
+
+    return answer
+
+
+def test_a_slow_one_at_a_time_server_paces_the_client_and_the_scores_are_right(scripted_server, caplog) -> None:
+    X, _ = sst2("dev", 24)
+    settings = dict(model="m", max_prompts_per_request=2, cache=False)
+    fast = ScriptedServer()
+    try:
+        fast.default = faithful
+        expected = ck.score(X, TPL, VERB, ck.Client(fast.url, **settings), method="auto", k=3, check=False)
+    finally:
+        fast.close()
+    assert expected.censored.any() and expected.exact.any()  # both passes: top-k, then echo
+    # 8 requests at once take 0.8 s at this server: the last ones time out at 0.5 s.
+    scripted_server.default = one_at_a_time(0.1)
+    api = ck.Client(scripted_server.url, timeout=0.5, max_in_flight=8, max_retries=4, **settings)
+    with caplog.at_level(logging.WARNING, logger="calibkit.http"):
+        got = ck.score(X, TPL, VERB, api, method="auto", k=3, check=False)
+    np.testing.assert_array_equal(got.logprobs, expected.logprobs)
+    np.testing.assert_array_equal(got.censored, expected.censored)
+    np.testing.assert_array_equal(got.exact, expected.exact)
+    assert len(scripted_server.requests) > api.http_requests  # some tries timed out and were sent again
+    assert api.limiter.backoffs >= 1 and api.limiter.limit < 8
+    cuts = [r.getMessage() for r in caplog.records if r.name == "calibkit.http"]
+    assert cuts and all(r.levelno == logging.WARNING for r in caplog.records if r.name == "calibkit.http")
+    assert "within 0.5 s: requests in flight cut from 8 to 4" in cuts[0]
+
+
+def test_a_server_too_slow_for_any_try_is_reported_as_timed_out(scripted_server) -> None:
+    scripted_server.default = lambda body: (200, {}, ("sleep", 1.0, ok(body)[2]))
+    api = ck.Client(scripted_server.url, model="m", timeout=0.2, max_retries=1, cache=False)
+    with pytest.raises(APIError) as e:
+        api.complete(api.make_request("x", max_tokens=1))
+    message = str(e.value)
+    assert message.startswith(f"timed out waiting for {scripted_server.url}/completions: no answer within 0.2 s "
+                               "on 2 tries (ReadTimeout; the server was reached but is slow or busy; the client had "
+                               "cut its requests in flight from 8 to 2)")
+    assert "pass a larger timeout= or a smaller max_in_flight=" in message
+    assert "could not reach" not in message
+    assert isinstance(e.value.__cause__, httpx.ReadTimeout)
+    assert len(scripted_server.requests) == 2
+
+
+@pytest.mark.parametrize("status, headers", [(503, {"retry-after": "0.05"}), (503, {}), (429, {"retry-after-ms": "20"})])
+def test_an_overloaded_answer_halves_the_requests_in_flight(scripted_server, caplog, status, headers) -> None:
+    scripted_server.script = [(status, headers, {"error": {"message": "busy", "type": "server_error"}})]
+    scripted_server.default = ok
+    api = ck.Client(scripted_server.url, model="m", max_in_flight=8, max_prompts_per_request=1, cache=False)
+    with caplog.at_level(logging.WARNING, logger="calibkit.http"):
+        api.complete(api.make_request("x", max_tokens=1))
+    assert (api.limiter.limit, api.limiter.backoffs) == (4, 1)
+    assert len(scripted_server.requests) == 2  # retried, under the new limit
+    [line] = [r.getMessage() for r in caplog.records if r.name == "calibkit.http"]
+    assert f"answered {status} (busy" in line and line.endswith("requests in flight cut from 8 to 4")
+    # a run of answers grows it back, one at a time
+    api.complete([api.make_request(f"p{i}", max_tokens=1) for i in range(4 + 5 + 6 + 7)])
+    assert (api.limiter.limit, api.limiter.backoffs) == (8, 1)
+
+
+def test_a_server_that_drops_the_connection_is_not_said_to_be_unreachable() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def accept_and_hang_up() -> None:  # reads each request, then closes without a word
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+
+    hang_up = threading.Thread(target=accept_and_hang_up, daemon=True)
+    hang_up.start()
+    try:
+        api = ck.Client(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, cache=False)
+        with pytest.raises(APIError, match=r"lost the connection to .* on 2 tries: the server was reached") as e:
+            api.complete(api.make_request("x", max_tokens=1))
+        assert "could not reach" not in str(e.value) and api.limiter.backoffs == 0
+    finally:
+        done.set()
+        hang_up.join()
+        listener.close()
+
+
+def test_adaptive_limiter_bounds_waits_in_order_and_cuts_once_per_burst() -> None:
+    lim = AdaptiveLimiter(4)
+    most = 0
+    order: list[int] = []
+
+    async def request(i: int, overloaded: bool) -> None:
+        nonlocal most
+        async with lim.slot() as s:
+            order.append(i)
+            most = max(most, lim.in_flight)
+            await asyncio.sleep(0.01)
+            s.overloaded() if overloaded else s.succeeded()
+
+    async def main() -> None:
+        # four sent at once all meet overload: one burst, one cut
+        await asyncio.gather(*(request(i, True) for i in range(4)))
+        assert (lim.limit, lim.backoffs) == (2, 1)
+        # sent under the new limit, they cut again; then answers grow it back
+        await asyncio.gather(*(request(i, i == 4) for i in range(4, 12)))
+
+    asyncio.run(main())
+    assert order == list(range(12)) and most <= 4 and lim.in_flight == 0
+    assert lim.backoffs == 2 and lim.limit >= 2
+    with pytest.raises(ValueError, match="maximum"):
+        AdaptiveLimiter(0)
+
+
+def test_pacing_settings_are_checked_in_their_argument_names() -> None:
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "60"):
+        with pytest.raises(ValueError, match=r"^timeout= must be a positive number of seconds"):
+            ck.Client("http://127.0.0.1:1/v1", model="m", timeout=bad, cache=False)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match=r"^max_in_flight= must be an integer >= 1"):
+            ck.Client("http://127.0.0.1:1/v1", model="m", max_in_flight=bad, cache=False)
 
 
 def test_requests_in_flight_are_bounded_and_spread_over_replicas() -> None:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -287,6 +288,45 @@ def test_a_full_queue_is_503_with_retry_after(scripted):
     assert err["code"] == "queue_full" and refused.headers["retry-after"] == "1"
     assert first.status_code == 200 and [q.status_code for q in queued] == [200, 200]
     assert [r.prompts[0] for r in model.seen] == ["first", "q0", "q1"]
+
+
+def test_a_request_whose_client_left_is_never_run(scripted):
+    """A client that times out closes its connection; its queued request is dropped, not
+    worked through while the client's retry waits behind it. Over real HTTP (uvicorn on
+    127.0.0.1): the in-process transport never disconnects."""
+    import uvicorn
+
+    app, model = scripted
+    model.gate = threading.Event()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(6000):
+            if server.started:
+                break
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        first = threading.Thread(target=httpx.post, args=(url,), kwargs={"json": _body(prompt="first"), "timeout": 60})
+        first.start()
+        assert model.entered.wait(60)  # the worker holds "first"
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, json=_body(prompt="left"), timeout=0.5)
+        for _ in range(6000):  # the server notices the closed connection
+            if app.state.worker.clients_gone == 1:
+                break
+            time.sleep(0.01)
+        model.gate.set()
+        first.join(60)
+        after = httpx.post(url, json=_body(prompt="after"), timeout=60)
+        assert after.status_code == 200
+        assert [r.prompts[0] for r in model.seen] == ["first", "after"]
+        assert app.state.worker.skipped == 1
+    finally:
+        model.gate.set()
+        server.should_exit = True
+        thread.join(30)
 
 
 def _events(r: httpx.Response) -> list:

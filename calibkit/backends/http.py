@@ -12,11 +12,20 @@ connection pool) serves the client's whole life on an event loop of its own, on 
 background thread, so that the synchronous API also works inside Jupyter's running
 loop; :meth:`Client.close` or ``with`` ends both.
 
+How many requests are in flight is up to the client's :class:`AdaptiveLimiter`: it
+starts at ``max_in_flight``, is halved when the server shows it is overloaded (a
+request timed out, or a 429, 503 or 504 answer) and grows back by one after a run of
+answers, so that the client paces itself to what the server sustains. Each cut is
+logged (logger ``calibkit.http``, level warning).
+
 Retries follow openai-python: connection errors, timeouts, 408, 409, 429 and 5xx are
 retried with exponential backoff and jitter (0.5 s doubling to at most 8 s), and a
 ``retry-after-ms`` or ``retry-after`` header of up to 60 s is honoured; 400, 401,
 403, 404 and 422 never are, and a 500 only once unless its message says it is
-transient.
+transient. A retry waits for a place under the limiter like any request. When the
+tries run out, the error says what happened: "could not reach" a server that
+refused or never accepted the connection, "timed out waiting for" one that was
+reached but did not answer within ``timeout``.
 
 Example
 -------
@@ -30,17 +39,21 @@ Example
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
 import email.utils
 import itertools
 import json
+import logging
+import math
 import os
 import random
 import re
 import threading
 import time
 import weakref
-from typing import Any, Coroutine, Sequence, TypeVar
+from typing import Any, AsyncIterator, Coroutine, Sequence, TypeVar
 
 import httpx
 
@@ -50,12 +63,20 @@ from .base import Backend, Continuation, TopK, check_int
 
 T = TypeVar("T")
 
-__all__ = ["Client"]
+__all__ = ["AdaptiveLimiter", "Client"]
+
+log = logging.getLogger("calibkit.http")
 
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 _NEVER_RETRY = {400, 401, 403, 404, 422}
 _TRANSIENT = re.compile(r"transient|temporar|overload|try again|unavailable|timed? ?out", re.I)
+# Answers that say the server has more than it can take: fewer requests in flight.
+_OVERLOAD = {429, 503, 504}
+# The server was reached and did not answer in time (a ConnectTimeout never reached it).
+_SLOW = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)
+# The server was reached and the connection broke before an answer.
+_DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 # Guards the lazy start of a client's loop: two threads that share a client and make
 # its first call at once must not start two loops (a coroutine on one would use the
 # other's connection pool).
@@ -89,6 +110,137 @@ class _NotSent(Exception):
 
 def _backoff(retries: int) -> float:
     return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
+
+
+class AdaptiveLimiter:
+    """How many requests may be in flight at once, adapted to what the server sustains.
+
+    AIMD, as TCP paces its sending window: ``limit`` starts at ``maximum``; a request
+    that meets a sign of overload (a timeout, a 429 or 503) halves it, down to 1; ``limit``
+    answers in a row grow it by one, back up to ``maximum``. Requests sent before the
+    last cut went out under the old limit: their overload is the same burst and does
+    not cut again, nor do their answers count towards growing back.
+
+    A request holds a :class:`Slot` while in flight (``async with limiter.slot() as
+    s:``, waiting in arrival order while ``limit`` are out) and reports on it with
+    :meth:`Slot.succeeded` or :meth:`Slot.overloaded`. It serves one event loop at a
+    time; a pickled copy starts with nothing in flight.
+
+    Attributes: ``limit`` (in flight at most, now), ``maximum``, ``in_flight`` and
+    ``backoffs`` (how many times ``limit`` was cut).
+
+    >>> import asyncio
+    >>> lim = AdaptiveLimiter(8)
+    >>> async def burst_then_calm() -> None:
+    ...     async with lim.slot() as a, lim.slot() as b:  # two requests in flight
+    ...         a.overloaded()                            # a 503: 8 -> 4
+    ...         b.overloaded()                            # the same burst: no second cut
+    ...     for _ in range(4):                            # four answers in a row: 4 -> 5
+    ...         async with lim.slot() as s:
+    ...             s.succeeded()
+    >>> asyncio.run(burst_then_calm())
+    >>> lim.limit, lim.backoffs, lim.in_flight
+    (5, 1, 0)
+    """
+
+    def __init__(self, maximum: int):
+        check_int("maximum", maximum, 1)
+        self.maximum = maximum
+        self.limit = maximum
+        self.in_flight = 0
+        self.backoffs = 0
+        self._epoch = 0  # bumped at each cut: which slots were sent under the current limit
+        self._streak = 0  # answers in a row since the last change of limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def __repr__(self) -> str:
+        return f"AdaptiveLimiter(limit={self.limit}, maximum={self.maximum}, in_flight={self.in_flight})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "in_flight": 0, "_waiters": collections.deque()}
+
+    async def acquire(self) -> "Slot":
+        """Wait for a place (first come, first served) and take it; :meth:`release` gives it back."""
+        if self._waiters or self.in_flight >= self.limit:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # granted just as it was cancelled
+                    self.in_flight -= 1
+                    self._wake()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                raise
+        else:
+            self.in_flight += 1
+        return Slot(self, self._epoch)
+
+    def release(self, slot: "Slot") -> None:
+        """Give a place back (once per :meth:`acquire`)."""
+        self.in_flight -= 1
+        self._wake()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator["Slot"]:
+        """``async with limiter.slot() as s:`` holds a place for the block."""
+        s = await self.acquire()
+        try:
+            yield s
+        finally:
+            self.release(s)
+
+    def _wake(self) -> None:
+        # A place is granted on the waiter's behalf, so that none is taken twice.
+        while self._waiters and self.in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    def _succeeded(self, epoch: int) -> None:
+        if epoch != self._epoch or self.limit >= self.maximum:
+            return
+        self._streak += 1
+        if self._streak >= self.limit:
+            self.limit += 1
+            self._streak = 0
+            log.debug("up to %d requests in flight again", self.limit)
+            self._wake()
+
+    def _overloaded(self, epoch: int) -> bool:
+        if epoch != self._epoch or self.limit == 1:
+            return False
+        self.limit = max(1, self.limit // 2)
+        self.backoffs += 1
+        self._epoch += 1
+        self._streak = 0
+        return True
+
+
+class Slot:
+    """A place held under an :class:`AdaptiveLimiter`; report how its request went, once."""
+
+    __slots__ = ("_limiter", "_epoch", "_reported")
+
+    def __init__(self, limiter: AdaptiveLimiter, epoch: int):
+        self._limiter = limiter
+        self._epoch = epoch
+        self._reported = False
+
+    def succeeded(self) -> None:
+        """The server answered: counts towards growing the limit back."""
+        if not self._reported:
+            self._reported = True
+            self._limiter._succeeded(self._epoch)
+
+    def overloaded(self) -> bool:
+        """The server showed overload: halve the limit, unless this burst did already; True if it was cut."""
+        if self._reported:
+            return False
+        self._reported = True
+        return self._limiter._overloaded(self._epoch)
 
 
 class _Loop:
@@ -144,9 +296,11 @@ class Client(Backend):
         vLLM's ``max_logprobs``. Requests above it fail before they are sent.
     max_prompts_per_request : prompts packed into one request (1 for servers that
         take a single prompt, such as llama-cpp-python's).
-    max_in_flight : requests in flight at once, over all replicas.
+    max_in_flight : requests in flight at once, over all replicas, at most: the
+        client starts there and goes lower by itself while the server is
+        overloaded (see ``limiter``).
     max_retries : retries of a failed request (see the module's doc).
-    timeout : seconds for one request.
+    timeout : seconds to wait for an answer to one request before retrying it.
     echo_max_tokens : ``max_tokens`` of echo scoring requests; 0 where the server
         allows it with echo (ACS, ``calibkit serve``), 1 elsewhere (the extra token is
         left out of the score).
@@ -156,6 +310,19 @@ class Client(Backend):
     The API is synchronous and also works inside a running event loop (Jupyter). One
     connection pool serves the client's life: close it with :meth:`close`, or use
     ``with ck.Client(...) as api:``.
+
+    ``limiter`` (an :class:`AdaptiveLimiter`, kept for the client's life) paces the
+    requests: ``api.limiter.limit`` is how many may be in flight now and
+    ``api.limiter.backoffs`` how many times the client cut that on a timeout, 429,
+    503 or 504.
+
+    >>> api = Client("http://127.0.0.1:8000/v1", model="llama-8b", timeout=120, max_in_flight=2, cache=False)
+    >>> api.limiter
+    AdaptiveLimiter(limit=2, maximum=2, in_flight=0)
+    >>> Client("http://127.0.0.1:8000/v1", timeout=0, cache=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: timeout= must be a positive number of seconds (got 0)
     """
 
     def __init__(
@@ -182,19 +349,21 @@ class Client(Backend):
         self.api_key = api_key
         self._model = model
         for pname, v, lo in (
-            ("max_prompts_per_request", max_prompts_per_request, 1),
-            ("max_in_flight", max_in_flight, 1),
-            ("max_retries", max_retries, 0),
-            ("echo_max_tokens", echo_max_tokens, 0),
+            ("max_prompts_per_request=", max_prompts_per_request, 1),
+            ("max_in_flight=", max_in_flight, 1),
+            ("max_retries=", max_retries, 0),
+            ("echo_max_tokens=", echo_max_tokens, 0),
         ):
             check_int(pname, v, lo)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise ValueError(f"timeout= must be a positive number of seconds (got {timeout!r})")
         if logprobs_cap is not None and (isinstance(logprobs_cap, bool) or not isinstance(logprobs_cap, int) or logprobs_cap < 0):
             raise ValueError(f"logprobs_cap must be a non-negative integer or None (got {logprobs_cap!r})")
         self.logprobs_cap = logprobs_cap
         self.max_prompts_per_request = max_prompts_per_request
         self.max_in_flight = max_in_flight
         self.max_retries = max_retries
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.echo_max_tokens = echo_max_tokens
         self.headers = dict(headers or {})
         self._transport = transport
@@ -203,6 +372,7 @@ class Client(Backend):
         self.batch_size = max_in_flight * max_prompts_per_request
         #: HTTP requests sent (a pack of prompts is one), by this object.
         self.http_requests = 0
+        self.limiter = AdaptiveLimiter(max_in_flight)
         self._loop: _Loop | None = None
         self._closed = False
 
@@ -287,44 +457,78 @@ class Client(Backend):
         super().__setstate__(state)
         self._next_replica = itertools.count()
 
-    async def _request(self, method: str, path: str, body: Any) -> Any:
-        """One call with retries; the decoded body of a GET, the raw bytes of a POST."""
+    async def _request(self, method: str, path: str, body: Any, failed: asyncio.Event | None = None) -> Any:
+        """One call with retries; the decoded body of a GET, the raw bytes of a POST.
+
+        Each try waits for a place under :attr:`limiter`; once ``failed`` is set (another
+        request of the same call failed for good), a try not yet sent raises _NotSent.
+        """
         assert self._loop is not None
         client = self._loop.http
         retries = 0
         errors_500 = 0
         while True:
-            base = self.base_urls[next(self._next_replica) % len(self.base_urls)]
-            try:
-                r = await client.request(method, base + path, json=body, headers=self._headers())
-            except (httpx.TimeoutException, httpx.TransportError) as e:
-                if retries >= self.max_retries:
-                    raise APIError(
-                        f"could not reach {base}{path} after {retries + 1} tries: {type(e).__name__}: {e}"
-                    ) from e
-                await asyncio.sleep(_backoff(retries))
-                retries += 1
-                continue
-            if r.status_code < 300:
-                if method == "GET":
-                    return r.json()
-                return r.content
-            try:
-                payload: Any = r.json()
-            except ValueError:
-                payload = {"message": r.text or r.reason_phrase}
-            err = APIError.from_body(r.status_code, payload)
-            if r.status_code == 401:
-                err = APIError(
-                    f"{err.message} (check the API key: ACS_API_KEY or api_key=)",
-                    status_code=401, type=err.type, param=err.param, code=err.code, body=payload,
-                )
-            if retries >= self.max_retries or not self._should_retry(r, err, errors_500):
-                raise err
-            if r.status_code == 500:
-                errors_500 += 1
-            await asyncio.sleep(_retry_after(r.headers) or _backoff(retries))
+            async with self.limiter.slot() as slot:
+                if failed is not None and failed.is_set():
+                    raise _NotSent
+                url = self.base_urls[next(self._next_replica) % len(self.base_urls)] + path
+                try:
+                    r = await client.request(method, url, json=body, headers=self._headers())
+                except httpx.TransportError as e:  # timeouts too
+                    if isinstance(e, _SLOW):
+                        self._back_off(slot, f"no answer from {url} within {self.timeout:g} s")
+                    if retries >= self.max_retries:
+                        raise self._transport_error(e, url, retries + 1) from e
+                    delay = _backoff(retries)
+                else:
+                    if r.status_code < 300:
+                        slot.succeeded()
+                        if method == "GET":
+                            return r.json()
+                        return r.content
+                    try:
+                        payload: Any = r.json()
+                    except ValueError:
+                        payload = {"message": r.text or r.reason_phrase}
+                    err = APIError.from_body(r.status_code, payload)
+                    if r.status_code == 401:
+                        err = APIError(
+                            f"{err.message} (check the API key: ACS_API_KEY or api_key=)",
+                            status_code=401, type=err.type, param=err.param, code=err.code, body=payload,
+                        )
+                    wait = _retry_after(r.headers)
+                    if r.status_code in _OVERLOAD:
+                        after = f", retry after {wait:g} s" if wait is not None else ""
+                        self._back_off(slot, f"{url} answered {r.status_code} ({err.message}{after})")
+                    if retries >= self.max_retries or not self._should_retry(r, err, errors_500):
+                        raise err
+                    if r.status_code == 500:
+                        errors_500 += 1
+                    delay = wait or _backoff(retries)
+            await asyncio.sleep(delay)  # holding no place: the others may go meanwhile
             retries += 1
+
+    def _back_off(self, slot: Slot, why: str) -> None:
+        before = self.limiter.limit
+        if slot.overloaded():
+            log.warning("%s: requests in flight cut from %d to %d", why, before, self.limiter.limit)
+
+    def _transport_error(self, e: httpx.TransportError, url: str, tries: int) -> APIError:
+        """The error of a request whose every try ended without an answer, saying why."""
+        times = f"{tries} tr{'y' if tries == 1 else 'ies'}"
+        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if isinstance(e, _SLOW):
+            paced = (f"; the client had cut its requests in flight from {self.max_in_flight} to {self.limiter.limit}"
+                     if self.limiter.limit < self.max_in_flight else "")
+            return APIError(
+                f"timed out waiting for {url}: no answer within {self.timeout:g} s on {times} ({type(e).__name__}; "
+                f"the server was reached but is slow or busy{paced}); pass a larger timeout= or a smaller "
+                f"max_in_flight="
+            )
+        if isinstance(e, _DROPPED):
+            return APIError(f"lost the connection to {url} on {times}: the server was reached but closed it "
+                            f"without an answer ({detail})")
+        return APIError(f"could not reach {url} after {times}: {detail}")
 
     @staticmethod
     def _should_retry(r: httpx.Response, err: APIError, errors_500: int) -> bool:
@@ -338,15 +542,10 @@ class Client(Backend):
             return errors_500 == 0 or bool(_TRANSIENT.search(err.message or ""))
         return code in (408, 409, 429) or code >= 500
 
-    async def _send_pack(
-        self, sem: asyncio.Semaphore, reqs: list[CompletionRequest], failed: asyncio.Event
-    ) -> list[CompletionResponse]:
+    async def _send_pack(self, reqs: list[CompletionRequest], failed: asyncio.Event) -> list[CompletionResponse]:
         body = reqs[0].to_json()
         body["prompt"] = [r.prompts[0] for r in reqs] if len(reqs) > 1 else reqs[0].prompts[0]
-        async with sem:
-            if failed.is_set():
-                raise _NotSent
-            raw = await self._request("POST", "/completions", body)
+        raw = await self._request("POST", "/completions", body, failed)
         self.http_requests += 1
         resp = CompletionResponse.from_json(raw)
         n = reqs[0].n or 1
@@ -380,7 +579,7 @@ class Client(Backend):
         ]
 
     async def _run_packs(self, requests: list[CompletionRequest]) -> list[CompletionResponse]:
-        """Single-prompt requests, packed, sent with a bounded number in flight; answers in order."""
+        """Single-prompt requests, packed, sent with at most ``limiter.limit`` in flight; answers in order."""
         # Requests that differ only in their prompt travel together.
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
@@ -392,12 +591,11 @@ class Client(Backend):
             for s in range(0, len(idx), self.max_prompts_per_request)
         ]
         answers: list[CompletionResponse | None] = [None] * len(requests)
-        sem = asyncio.Semaphore(self.max_in_flight)
         failed = asyncio.Event()
 
         async def one(pack: list[int]) -> None:
             try:
-                resps = await self._send_pack(sem, [requests[i] for i in pack], failed)
+                resps = await self._send_pack([requests[i] for i in pack], failed)
             except BaseException:
                 failed.set()  # what has not been sent yet, is not sent at all
                 raise

@@ -92,6 +92,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON; numbers must be finite")
 
 
+class _ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the body is read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Turn _Error into its response and anything unexpected into a logged 500, in the error shape."""
 
@@ -101,6 +111,8 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return await handler(request)
         except _Error as e:
             return e.response()
+        except _ClientGone:
+            return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
         except Exception:
             log.exception("internal error answering %s %s", request.method, request.url.path)
             return _Error(
@@ -206,14 +218,25 @@ def create_app(
                 raise _Error(400, f"{name} must be at most {cfg.max_n} on this server (got {v})", param=name)
         return req
 
-    async def run(model: Any, req: CompletionRequest) -> CompletionResponse:
+    async def run(model: Any, req: CompletionRequest, request: Request) -> CompletionResponse:
         try:
             fut = worker.submit(functools.partial(model.complete, req), sort_key=req.prompts[0])
         except QueueFull as e:
             raise _Error(503, str(e), type="server_error", code="queue_full",
                          headers={"Retry-After": str(cfg.retry_after)}) from None
+        answer = asyncio.wrap_future(fut)
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            # The client gave up (a timeout closes its connection): drop the job if it is
+            # still queued, so that a busy server does not work through abandoned requests
+            # while the client's retries wait behind them.
+            answer.cancel()
+            worker.clients_gone += 1
+            raise _ClientGone
+        gone.cancel()
         try:
-            return await asyncio.wrap_future(fut)
+            return answer.result()
         except InvalidRequestError as e:  # e.g. the prompt is longer than the context
             raise _Error(400, e.message, param=e.param) from None
 
@@ -229,13 +252,13 @@ def create_app(
             # Answered whole, then sent token by token: the wire format of a stream.
             # logprobs=0 (the sampled token only) gives the token boundaries.
             inner = dataclasses.replace(req, logprobs=0) if req.logprobs is None else req
-            resp = await run(model, inner)
+            resp = await run(model, inner, request)
             return StreamingResponse(
                 _sse(resp, keep_logprobs=req.logprobs is not None),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        resp = await run(model, req)
+        resp = await run(model, req, request)
         return _json(resp.to_json())
 
     @_guarded

@@ -50,6 +50,8 @@ class Worker:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._closed = False
         self.batches = 0  # batches taken, for tests and /health
+        self.clients_gone = 0  # requests whose client left before the answer (the app counts them)
+        self.skipped = 0  # of those, the jobs dropped while still queued
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -85,6 +87,7 @@ class Worker:
             # sorted() is stable: equal prompts keep their arrival order.
             for _, fn, fut in sorted(jobs, key=lambda j: j[0]):
                 if not fut.set_running_or_notify_cancel():
+                    self.skipped += 1
                     continue
                 try:
                     fut.set_result(fn())
