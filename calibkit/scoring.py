@@ -52,6 +52,7 @@ from .templates import PromptTemplate, Verbalizer, check_traps, iter_examples, w
 
 __all__ = [
     "CONTENT_FREE",
+    "PROGRESS_DELAY",
     "TokenizationError",
     "content_free_scores",
     "domain_context_scores",
@@ -76,11 +77,22 @@ def _logsumexp_rows(a: np.ndarray, groups: Sequence[int], k: int) -> np.ndarray:
     return out
 
 
-def _progress_bar(total: int, enabled: bool | None, desc: str) -> Any:
+#: Seconds a run lasts before its progress bar appears (with ``progress=None``).
+PROGRESS_DELAY = 2.0
+
+
+def _progress_bar(total: int, enabled: bool | None, desc: str, unit: str) -> Any:
+    """A tqdm bar on stderr: None shows it once the run has lasted :data:`PROGRESS_DELAY` seconds."""
     from tqdm.auto import tqdm
 
-    disable = (total < 64) if enabled is None else not enabled
-    return tqdm(total=total, desc=desc, disable=disable, unit="ex", leave=False)
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=enabled is False,
+        delay=PROGRESS_DELAY if enabled is None else 0.0,
+        unit=unit,
+        leave=False,
+    )
 
 
 def _topk(
@@ -129,7 +141,7 @@ def _topk(
 
 def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: bool | None) -> np.ndarray:
     pairs = [(p, f) for p in prompts for f in forms]
-    with _progress_bar(len(pairs), progress, "exact") as bar:
+    with _progress_bar(len(pairs), progress, "exact", "form") as bar:
         answers = backend.continuation_logprobs(pairs, progress=bar.update)
     out = np.empty((len(prompts), len(forms)))
     for idx, ans in enumerate(answers):
@@ -143,8 +155,7 @@ def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: boo
     return out
 
 
-def _form_tokens(backend: Backend, prompt: str, forms: list[str]) -> list[list[str]]:
-    toks = backend.form_tokens(prompt, forms)
+def _check_form_tokens(forms: list[str], toks: list[list[str] | None]) -> list[list[str]]:
     out = []
     for f, t in zip(forms, toks):
         if t is None:
@@ -179,8 +190,11 @@ def score(
         :class:`~calibkit.LocalModel` (the default, the embedded model), your own.
     method : ``"auto"``, ``"topk"`` or ``"exact"`` (see the module's doc).
     k : top-k for ``"topk"``/``"auto"`` (default: the endpoint's cap, else 20).
-    progress : a tqdm bar; None shows it for 64 examples or more.
-    check : look for tokenization traps and warn (TokenizationWarning).
+    progress : a tqdm bar on stderr; None shows it once a run has lasted two seconds,
+        False never.
+    check : warn (:class:`~calibkit.TokenizationWarning`) of the tokenization traps
+        that distort ``method`` (see :func:`~calibkit.check_traps`): a form of several
+        tokens only with ``"topk"``, which sees its first token alone.
 
     Returns
     -------
@@ -199,8 +213,13 @@ def score(
     K, F, n = len(verbalizer.classes), len(forms), len(prompts)
     requests_before, hits_before = backend.requests_made, backend.cache_hits
 
+    exact_first = method == "exact" or (method == "auto" and backend.exact_is_cheap)
+    # The forms' tokens after the first prompt, asked once for the trap check and top-k.
+    # Exact scoring needs none: the traps that only tokens show do not distort it, and
+    # a form that merges with the prompt is an error of the exact question itself.
+    raw_tokens = backend.form_tokens(prompts[0], forms) if n and not exact_first else None
     if check and n:
-        warn_traps(check_traps(template, verbalizer, backend, example=rows[0]))
+        warn_traps(check_traps(template, verbalizer, method=method, tokens=raw_tokens))
 
     fv = np.empty((n, F))
     fc = np.zeros((n, F), dtype=bool)
@@ -209,12 +228,12 @@ def score(
     k_used = None
     if n == 0:
         pass
-    elif method == "exact" or (method == "auto" and backend.exact_is_cheap):
+    elif exact_first:
         fv = _exact(backend, prompts, forms, progress)
         exact[:] = True
     else:
         k_used = k if k is not None else (backend.logprobs_cap or 20)
-        toks = _form_tokens(backend, prompts[0], forms)
+        toks = _check_form_tokens(forms, raw_tokens)
         first = [t[0] for t in toks]
         multi = [len(t) > 1 for t in toks]
         shared = len({(t, c) for t, c in zip(first, form_class)}) > len(set(first))
@@ -223,7 +242,7 @@ def score(
             fv = _exact(backend, prompts, forms, progress)
             exact[:] = True
         else:
-            with _progress_bar(n, progress, f"top-{k_used}") as bar:
+            with _progress_bar(n, progress, f"top-{k_used}", "prompt") as bar:
                 answers = backend.top_k(prompts, k_used, progress=bar.update)
             fv, fc, cv, cc = _topk(answers, first, multi, form_class, K, k_used)
         if method == "auto" and not exact.all():
@@ -292,12 +311,13 @@ def content_free_scores(
     texts: Sequence[str] = CONTENT_FREE,
     method: Method = "auto",
     k: int | None = None,
+    progress: bool | None = None,
 ) -> LabelScores:
     """Scores of content-free inputs, for :class:`~calibkit.ContextualCalibration`.
 
     Every field of the template is filled with each of ``texts`` ("N/A", "", "[MASK]"
-    by default); few-shot demonstrations in the template stay as they are. ``method``
-    and ``k`` as for :func:`score`: score them as the examples they correct.
+    by default); few-shot demonstrations in the template stay as they are. ``method``,
+    ``k`` and ``progress`` as for :func:`score`: score them as the examples they correct.
 
     >>> import calibkit as ck
     >>> cf = ck.content_free_scores("Review: {text}\\nSentiment:",
@@ -308,7 +328,9 @@ def content_free_scores(
         template = PromptTemplate(template)
     if isinstance(texts, str) or not len(texts):
         raise ValueError("texts must be a non-empty list of content-free strings, e.g. ['N/A', '', '[MASK]']")
-    return score([_fill(template, t) for t in texts], template, verbalizer, backend, method, k=k, check=False)
+    return score(
+        [_fill(template, t) for t in texts], template, verbalizer, backend, method, k=k, progress=progress, check=False
+    )
 
 
 def random_domain_texts(
@@ -346,12 +368,16 @@ def domain_context_scores(
     seed: int | None = 0,
     method: Method = "auto",
     k: int | None = None,
+    progress: bool | None = None,
 ) -> LabelScores:
     """Scores of ``n_samples`` random strings of in-domain words, for :class:`~calibkit.DomainContextCalibration`.
+
+    The strings are :func:`random_domain_texts`; ``method``, ``k`` and ``progress`` as
+    for :func:`score`.
 
     >>> import calibkit as ck
     >>> dc = ck.domain_context_scores("Review: {text}\\nSentiment:", {"neg": " negative", "pos": " positive"},
     ...                               texts=train_texts)                           # doctest: +SKIP
     """
     strings = random_domain_texts(texts, n_samples=n_samples, length=length, seed=seed)
-    return content_free_scores(template, verbalizer, backend, texts=strings, method=method, k=k)
+    return content_free_scores(template, verbalizer, backend, texts=strings, method=method, k=k, progress=progress)

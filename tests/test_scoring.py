@@ -7,6 +7,8 @@ real servers."""
 from __future__ import annotations
 
 import math
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -72,12 +74,103 @@ def test_auto_scores_multi_token_forms_exactly() -> None:
         {_p("x"): {" very": -1.0, " negative": -2.0}},
         continuations={_p("x") + " very good": -3.0, _p("x") + " negative": -2.0},
     )
-    with pytest.warns(ck.TokenizationWarning, match="' very good' is 2 tokens"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto loses nothing to a multi-token form: no warning
         s = ck.score(["x"], TPL, {"neg": " negative", "pos": " very good"}, b, method="auto")
     assert s.exact.all() and not s.censored.any()
     assert s.logprobs[0].tolist() == pytest.approx([-2.0, -3.0])
     topk = ck.score(["x"], TPL, {"neg": " negative", "pos": " very good"}, b, method="topk", k=2, check=False)
     assert topk.censored[0, 1] and topk.logprobs[0, 1] == pytest.approx(-1.0)  # P(" very") bounds it
+
+
+def _multi_token_backend() -> TableBackend:
+    return TableBackend(
+        {_p("x"): {" very": -1.0, " negative": -2.0}},
+        continuations={_p("x") + " very good": -3.0, _p("x") + " negative": -2.0},
+        logprobs_cap=20,
+    )
+
+
+@pytest.mark.parametrize("method", ["exact", "auto"])
+def test_multi_token_forms_warn_only_where_top_k_sees_their_first_token(method: str) -> None:
+    verb = {"neg": " negative", "pos": " very good"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ck.score(["x"], TPL, verb, _multi_token_backend(), method=method)
+    with pytest.warns(ck.TokenizationWarning, match="' very good' is 2 tokens") as caught:
+        ck.score(["x"], TPL, verb, _multi_token_backend(), method="topk", k=2)
+    assert len(caught) == 1
+
+
+@pytest.mark.parametrize("method", ["exact", "auto"])
+def test_shared_first_tokens_warn_only_with_top_k(method: str) -> None:
+    p = _p("x")
+    b = TableBackend({p: {" very": -1.0}}, continuations={p + " very good": -2.0, p + " very bad": -3.0})
+    verb = {"neg": " very bad", "pos": " very good"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = ck.score(["x"], TPL, verb, b, method=method)
+    assert s.predict() == ["pos"]
+    with pytest.warns(ck.TokenizationWarning) as caught:
+        ck.score(["x"], TPL, verb, b, method="topk", k=2)
+    assert {"shared-first-token", "multi-token"} == {
+        t.kind for t in ck.check_traps(ck.PromptTemplate(TPL), ck.Verbalizer(verb), b, "x", method="topk")
+    }
+    assert any("start with the same token ' very'" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("method", ["topk", "exact", "auto"])
+def test_text_traps_warn_with_every_method(method: str) -> None:
+    p = "Review: x\nSentiment: "
+    b = TableBackend({p: {" good": -1.0, " bad": -2.0}}, continuations={p + " good": -1.0, p + " bad": -2.0})
+    with pytest.warns(ck.TokenizationWarning, match="trailing space"):
+        ck.score(["x"], "Review: {text}\nSentiment: ", {"neg": " bad", "pos": " good"}, b, method=method)
+
+
+def test_top_k_asks_the_form_tokens_once_without_a_cache() -> None:
+    b = TableBackend({_p("x"): {" very": -1.0}, _p("y"): {" negative": -1.0}})
+    ck.score(["x", "y"], TPL, VERB, b, method="topk")
+    assert b.asked == [
+        ("continuation", _p("x"), " negative"), ("continuation", _p("x"), " positive"),  # trap check and top-k
+        ("top_k", _p("x")), ("top_k", _p("y")),
+    ]
+
+
+def test_multi_token_labels_of_the_embedded_model_warn_only_with_top_k(local_model) -> None:
+    verb = {"world": " World news", "sports": " Sports"}  # " World news" is two tokens here
+    tpl = "Article: {text}\nTopic:"
+    for method in ("exact", "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ck.score(["A match."], tpl, verb, local_model, method=method)
+    with pytest.warns(ck.TokenizationWarning, match="' World news' is 2 tokens"):
+        ck.score(["A match."], tpl, verb, local_model, method="topk")
+
+
+class SlowBackend(TableBackend):
+    batch_size = 1
+
+    def _answer_top_k(self, prompts, k):
+        time.sleep(0.05)
+        return super()._answer_top_k(prompts, k)
+
+
+def test_a_bar_shows_once_a_run_lasts_and_never_when_told_not_to(capsys, monkeypatch) -> None:
+    texts = ["a", "b", "c", "d"]
+    dists = {_p(t): {" positive": -1.0, " negative": -2.0} for t in texts}
+    ck.score(texts, TPL, VERB, TableBackend(dists), method="topk")
+    assert capsys.readouterr().err == ""  # quick: no bar
+    ck.score(texts, TPL, VERB, TableBackend(dists), method="topk", progress=True)
+    assert "top-20" in capsys.readouterr().err
+    monkeypatch.setattr("calibkit.scoring.PROGRESS_DELAY", 0.1)
+    ck.score(texts, TPL, VERB, SlowBackend(dists), method="topk")
+    assert "top-20" in capsys.readouterr().err  # slow: the bar shows after the delay
+    ck.score(texts, TPL, VERB, SlowBackend(dists), method="topk", progress=False)
+    assert capsys.readouterr().err == ""
+    cf_prompts = [_p(t) for t in CONTENT_FREE]
+    ck.content_free_scores(TPL, VERB, SlowBackend({p: dists[_p("a")] for p in cf_prompts}), method="topk",
+                           progress=True)
+    assert "top-20" in capsys.readouterr().err
 
 
 def test_a_form_that_merges_with_the_prompt_is_an_error_not_a_guess() -> None:
@@ -98,8 +191,8 @@ def test_label_scores_interface(local_model) -> None:
     np.testing.assert_array_equal(sub.logprobs, s.logprobs[[0, 2]])
     frame = s.to_frame()
     assert list(frame.columns[:2]) == ["logprob[0]", "logprob[1]"] and len(frame) == 6
-    # 6 examples x 2 forms, and the 2 forms after the first prompt that the trap check asks about
-    assert s.provenance["model"] == "google/gemma-3-270m" and s.provenance["requests"] == 6 * 2 + 2
+    # 6 examples x 2 forms; exact scoring asks nothing more for the trap check
+    assert s.provenance["model"] == "google/gemma-3-270m" and s.provenance["requests"] == 6 * 2
     assert "LabelScores(n=6" in repr(s)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from calibkit.templates import PromptTemplate, Verbalizer, check_traps, iter_examples
+from calibkit.templates import TRAP_METHODS, PromptTemplate, Verbalizer, check_traps, iter_examples
 
 
 def test_format_string_dict_and_pandas_row() -> None:
@@ -76,5 +76,25 @@ def test_traps_with_the_embedded_tokenizer(local_model) -> None:
     by_kind = {t.kind: t for t in traps}
     assert "multi-token" in by_kind and " World news" in [f for t in traps if t.kind == "multi-token" for f in t.forms]
     assert by_kind["shared-first-token"].forms == [" World news", " World cup"]
+    assert check_traps(PromptTemplate("Article: {text}\nTopic:"), verb, local_model, example="A match.", method="exact") == []
     merged = check_traps(PromptTemplate("Article: {text}\nTopic: "), Verbalizer({"a": " Sports", "b": " Technology"}), local_model)
     assert {"trailing-space", "boundary-merge"} <= {t.kind for t in merged}
+
+
+def test_traps_are_kept_for_the_methods_they_distort() -> None:
+    tpl = PromptTemplate("Topic: {text} ")
+    verb = Verbalizer({"world": [" World news", " world"], "sports": [" World cup", " World"]})
+    tokens = [[" World", " news"], [" world"], [" World", " cup"], [" World"]]
+    every = check_traps(tpl, verb, tokens=tokens)
+    assert {t.kind for t in every} == set(TRAP_METHODS) - {"boundary-merge"}
+    assert [t.kind for t in check_traps(tpl, verb, tokens=tokens, method="exact")] == ["trailing-space", "case-variant"]
+    assert check_traps(tpl, verb, tokens=tokens, method="auto") == check_traps(tpl, verb, tokens=tokens, method="exact")
+    assert check_traps(tpl, verb, tokens=tokens, method="topk") == every
+    assert all(t.methods == TRAP_METHODS[t.kind] for t in every)
+    merged = check_traps(PromptTemplate("Topic: {text}"), verb, tokens=[None, [" world"], [" World", " cup"], [" World"]],
+                         method="exact")
+    assert [t.kind for t in merged] == ["case-variant", "boundary-merge"]
+    with pytest.raises(ValueError, match="method must be"):
+        check_traps(tpl, verb, method="fast")
+    with pytest.raises(ValueError, match="one entry per form"):
+        check_traps(tpl, verb, tokens=[[" World"]])

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..templates import PromptTemplate, Verbalizer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Dataset", "DatasetFormatError"]
 

@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from ..templates import PromptTemplate, Verbalizer
 from ._dataset import Dataset, DatasetFormatError
 
@@ -225,6 +223,8 @@ def load_card_folder(folder: str | os.PathLike, *, name: str | None = None, sour
     data = folder / DATA_FILE
     if not data.is_file():
         raise FileNotFoundError(f"no {DATA_FILE} beside the card {card.path!r}; a data-set folder holds its data there")
+    import pandas as pd
+
     # As text: "true"/"false" labels would otherwise turn into booleans.
     frame = pd.read_csv(data, dtype=str, keep_default_na=False)
     missing = [c for c in fields + [label_column] if c not in frame.columns]

@@ -36,12 +36,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Hashable, Iterator, Mapping, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, Mapping, Sequence
 
 from ..templates import PromptTemplate, Verbalizer
 from ._dataset import Dataset, DatasetFormatError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "FORMATS",
@@ -155,6 +156,8 @@ def read_sst2(path: PathLike, *, template: PromptTemplate | str | None = None,
     >>> ds.frame.iloc[0].to_dict()                          # doctest: +SKIP
     {'text': 'one long string of cliches .', 'label': 'negative'}
     """
+    import pandas as pd
+
     texts, labels, lines = [], [], []
     for n, line in enumerate(_read_lines(path), 1):
         if not line.strip():
@@ -195,6 +198,8 @@ def read_agnews(path: PathLike, *, clean: bool = True, template: PromptTemplate 
     >>> ds.fields, ds.classes                                # doctest: +SKIP
     (['title', 'description'], ['World', 'Sports', 'Business', 'Sci/Tech'])
     """
+    import pandas as pd
+
     _read_lines(path)  # the existence check, with its message
     rows, lines = [], []
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
@@ -230,6 +235,8 @@ def read_trec(path: PathLike, *, template: PromptTemplate | str | None = None,
     >>> ds.frame.iloc[0].to_dict()                          # doctest: +SKIP
     {'question': 'How did serfdom develop in and then leave Russia ?', 'label': 'DESC', 'fine': 'manner'}
     """
+    import pandas as pd
+
     rows, lines = [], []
     for n, line in enumerate(_read_lines(path), 1):
         if not line.strip():
@@ -293,6 +300,8 @@ def read_superglue(path: PathLike, task: str | None = None, *, template: PromptT
     >>> ds.fields, ds.classes                                 # doctest: +SKIP
     (['premise', 'hypothesis'], ['entailment', 'not_entailment'])
     """
+    import pandas as pd
+
     records = list(_json_records(path))
     if task is None:
         task = _superglue_task(path, [r.get("label") for _, r in records])
@@ -347,6 +356,8 @@ def read_file(
     >>> ds = read_file("reviews.csv", text_column="review", label_column="stars",
     ...                verbalizer={"1": " bad", "5": " great"})  # doctest: +SKIP
     """
+    import pandas as pd
+
     fmt = format or ("jsonl" if Path(path).suffix.lower() in (".jsonl", ".json", ".ndjson") else "csv")
     if fmt not in ("csv", "tsv", "jsonl"):
         raise ValueError(f"read_file reads format 'csv', 'tsv' or 'jsonl', not {fmt!r}; see read_path for the others")

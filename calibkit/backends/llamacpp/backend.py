@@ -43,6 +43,9 @@ class LocalModel(Backend):
         decode (llama.cpp's results depend on how a sequence is cut into batches).
     cache : a :class:`~calibkit.cache.ResponseCache`, a path, True/None for the
         default file, False for none.
+    progress : the bundled model's one-time assembly (about 250 MB copied and
+        checked) says so on stderr and shows a bar once it lasts two seconds; False
+        keeps it quiet, True shows the bar at once.
 
     The model loads on first use, once per process: copies, sklearn clones and
     unpickled objects share it (:attr:`engine`).
@@ -66,18 +69,20 @@ class LocalModel(Backend):
         n_threads: int | None = None,
         n_batch: int = 64,
         cache: ResponseCache | str | bool | None = None,
+        progress: bool | None = None,
     ):
-        super().__init__(cache=cache)
+        # Settings and file first: a bad argument fails before the cache opens or a model is assembled.
+        check_int("n_ctx", n_ctx, 16)
+        check_int("n_batch", n_batch, 1)
         if model_path is None:
-            path = default_model_path()
+            path = default_model_path(progress=progress)
             default_name = DEFAULT_MODEL_NAME
         else:
             path = Path(model_path).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"model_path {str(path)!r} is not a file; give the path of a GGUF model")
             default_name = path.stem
-        check_int("n_ctx", n_ctx, 16)
-        check_int("n_batch", n_batch, 1)
+        super().__init__(cache=cache)
         self.model_path = str(path.resolve())
         self.name = name or default_name
         self.n_ctx = n_ctx

@@ -19,9 +19,11 @@ True
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import math
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -57,7 +59,22 @@ def _import_llama_cpp() -> Any:
 
         _log_callback = forward
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        atexit.register(_close_devnull_files)
     return llama_cpp
+
+
+def _close_devnull_files() -> None:
+    """Close the two ``/dev/null`` files llama-cpp-python opens at import and never closes.
+
+    Left open they end every script with ``ResourceWarning: unclosed file`` where
+    warnings show (``-X dev``, pytest; llama-cpp-python issue #1828). They serve its
+    ``suppress_stdout_stderr`` in ``Llama.__init__``, which nothing calls at exit.
+    """
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        f = getattr(utils, name, None)
+        if f is not None and hasattr(f, "close"):
+            f.close()
 
 
 def token_text(piece: bytes) -> str:
