@@ -1,5 +1,10 @@
 """Reliability diagrams: the data (:func:`reliability_data`) apart from the drawing.
 
+Top-label diagrams (:func:`reliability_data`, :func:`plot_reliability`, one
+panel per calibrator with :func:`plot_reliability_grid`) and, for multi-class
+tasks, one-vs-rest diagrams per class (:func:`classwise_reliability_data`,
+:func:`plot_classwise_reliability`).
+
 The data is a plain dataclass (``.to_frame()`` gives a pandas DataFrame of the
 bins) and needs numpy only; drawing needs matplotlib, the ``plot`` extra
 (``pip install 'calibkit[plot]'``), imported only when a plot is made.
@@ -18,7 +23,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +40,8 @@ from .metrics import (
 )
 
 __all__ = [
-    "ReliabilityData", "reliability_data", "proportion_interval", "plot_reliability", "plot_reliability_grid", "pyplot",
+    "ReliabilityData", "reliability_data", "classwise_reliability_data", "proportion_interval", "plot_reliability",
+    "plot_reliability_grid", "plot_classwise_reliability", "pyplot",
 ]
 
 INTERVALS = ("wilson", "clopper-pearson")
@@ -43,7 +49,7 @@ INTERVALS = ("wilson", "clopper-pearson")
 
 @dataclass(frozen=True)
 class ReliabilityData:
-    """Everything a top-label reliability diagram shows.
+    """Everything a reliability diagram shows: top-label, or one class against the rest.
 
     Per bin (arrays of length B; accuracy, confidence and the interval are NaN
     for an empty bin): ``edges`` (B + 1), ``counts``, ``accuracy`` (share of
@@ -51,7 +57,9 @@ class ReliabilityData:
     ``low``/``high`` (the ``level`` interval of the accuracy, by ``interval``).
     The smooth curve: accuracy ``smooth_accuracy`` and density
     ``smooth_density`` at ``smooth_x``, the kernel smoothing behind smooth ECE
-    with bandwidth ``sigma``.
+    with bandwidth ``sigma``. ``label`` is None for a top-label diagram; for a
+    one-vs-rest diagram it is the class, the confidence is that class's
+    probability and the accuracy the share of examples of that class.
     """
 
     edges: np.ndarray
@@ -70,6 +78,7 @@ class ReliabilityData:
     smooth_x: np.ndarray = field(repr=False)
     smooth_accuracy: np.ndarray = field(repr=False)
     smooth_density: np.ndarray = field(repr=False)
+    label: Hashable | None = None
 
     def to_frame(self):
         """The bins as a pandas DataFrame, one row per bin."""
@@ -136,6 +145,54 @@ def reliability_data(
     """
     y, p = check_labels_probs(y, p, input, classes)
     conf, hit = top_label_hits(y, p)
+    return _reliability(conf, hit, bins=bins, binning=binning, interval=interval, level=level, sigma=sigma)
+
+
+def classwise_reliability_data(
+    y: Any,
+    p: Any,
+    *,
+    bins: int = 15,
+    binning: str = "width",
+    input: str = "probs",
+    classes: Any = None,
+    interval: str = "wilson",
+    level: float = 0.95,
+) -> dict[Hashable, ReliabilityData]:
+    """One-vs-rest reliability data of each class: its probability against whether the example is of it.
+
+    Keywords as in :func:`reliability_data`. Returns a dict from each class
+    (``classes``, or the column indices) to its :class:`ReliabilityData`;
+    their ``.ece`` values average to ``calibkit.metrics.ece(...,
+    reduction="classwise")``. Each class gets its own smoothing bandwidth.
+
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.dirichlet([1, 1, 1], 600)
+    >>> y = np.array([rng.choice(["a", "b", "c"], p=row) for row in p])   # calibrated for every class
+    >>> data = classwise_reliability_data(y, p, bins=5, classes=["a", "b", "c"])
+    >>> list(data), data["b"].label, all(d.ece < 0.1 for d in data.values())
+    (['a', 'b', 'c'], 'b', True)
+    """
+    y, p = check_labels_probs(y, p, input, classes)
+    labels = list(range(p.shape[1])) if classes is None else list(classes)
+    return {
+        label: _reliability(p[:, k], (y == k).astype(np.float64), bins=bins, binning=binning, interval=interval,
+                            level=level, sigma=None, label=label)
+        for k, label in enumerate(labels)
+    }
+
+
+def _reliability(
+    conf: np.ndarray,
+    hit: np.ndarray,
+    *,
+    bins: int,
+    binning: str,
+    interval: str,
+    level: float,
+    sigma: float | None,
+    label: Hashable | None = None,
+) -> ReliabilityData:
     count, sum_conf, sum_hit, edges = binned_stats(conf[:, None], hit[:, None], bins, binning)
     edges = edges[0]
     b = len(edges) - 1
@@ -153,16 +210,17 @@ def reliability_data(
         confidence=confidence,
         low=low,
         high=high,
-        ece=float(np.abs(sum_hit - sum_conf).sum() / len(y)),
+        ece=float(np.abs(sum_hit - sum_conf).sum() / len(conf)),
         smooth_ece=smooth_ece_at(conf, hit, s),
         sigma=s,
-        n=len(y),
+        n=len(conf),
         binning=binning,
         interval=interval,
         level=level,
         smooth_x=t,
         smooth_accuracy=t - resid,
         smooth_density=density,
+        label=label,
     )
 
 
@@ -215,22 +273,23 @@ def plot_reliability(
 
         hist_ax = make_axes_locatable(ax).append_axes("bottom", size="30%", pad=0.1, sharex=ax)
 
+    top = data.label is None
     lower, width = data.edges[:-1], np.diff(data.edges)
     filled = data.counts > 0
     acc, low, high = data.accuracy[filled], data.low[filled], data.high[filled]
     ax.plot([0, 1], [0, 1], ls="--", color="0.55", lw=1, label="perfect calibration")
     ax.bar(lower[filled], acc, width=width[filled], align="edge", color="#9ecae1",
-           edgecolor="#3182bd", lw=0.6, label="accuracy per bin")
+           edgecolor="#3182bd", lw=0.6, label="accuracy per bin" if top else "frequency per bin")
     # max(.., 0): rounding can put an interval end a hair past the bin's accuracy
     yerr = [np.maximum(acc - low, 0), np.maximum(high - acc, 0)]
     ax.errorbar(data.confidence[filled], acc, yerr=yerr, fmt="o", ms=3.5,
                 color="#08519c", elinewidth=1, capsize=2,
-                label=f"mean confidence, {data.level:.0%} {data.interval} CI")
+                label=f"mean {'confidence' if top else 'probability'}, {data.level:.0%} {data.interval} CI")
     if smooth:
         dense = data.smooth_density >= 0.02 * data.smooth_density.max()
         ax.plot(data.smooth_x, np.where(dense, data.smooth_accuracy, np.nan), color="#e6550d", lw=1.8,
                 label=f"smoothed (σ={data.sigma:.3g})")
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy" if top else f"frequency of {data.label}")
     ax.tick_params(labelbottom=False)
     ax.text(0.03, 0.97, f"ECE {data.ece:.3f}\nsmECE {data.smooth_ece:.3f}\nn = {data.n}",
             transform=ax.transAxes, va="top", ha="left", fontsize=8.5,
@@ -240,7 +299,7 @@ def plot_reliability(
         ax.set_title(title)
 
     hist_ax.bar(lower, data.counts, width=width, align="edge", color="0.6", edgecolor="white", lw=0.5)
-    hist_ax.set(xlim=(0, 1), xlabel="confidence (top label)", ylabel="count")
+    hist_ax.set(xlim=(0, 1), xlabel="confidence (top label)" if top else f"P({data.label})", ylabel="count")
     ax.hist_ax = hist_ax
     return ax
 
@@ -258,18 +317,55 @@ def plot_reliability_grid(
     calibrator's n×K probabilities on the same examples ``y``; keywords go to
     :func:`reliability_data`. Returns the matplotlib Figure.
     """
-    plt = pyplot()
     if not probs:
         raise ValueError("probs is empty; map each calibrator's name to its probabilities.")
-    ncols = ncols or len(probs)
-    nrows = -(-len(probs) // ncols)
+    return _panel_grid({name: reliability_data(y, p, **kwargs) for name, p in probs.items()}, ncols)
+
+
+def plot_classwise_reliability(
+    data: Mapping[Hashable, ReliabilityData] | Any,
+    p: Any = None,
+    *,
+    ncols: int | None = None,
+    title: str | None = None,
+    **kwargs: Any,
+):
+    """One-vs-rest reliability diagrams, one panel per class; returns the matplotlib Figure.
+
+    ``data`` is what :func:`classwise_reliability_data` returns, or labels
+    ``y`` with ``p`` (and any keyword of that function). ``title`` goes above
+    all panels.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> fig = plot_classwise_reliability(["a", "b", "c", "c"], np.full((4, 3), 1 / 3), classes=["a", "b", "c"])
+    >>> [ax.get_title() for ax in fig.axes if ax.get_title()]
+    ['a', 'b', 'c']
+    """
+    if not isinstance(data, Mapping):
+        if p is None:
+            raise ValueError("pass classwise_reliability_data(...), or labels y and probabilities p.")
+        data = classwise_reliability_data(data, p, **kwargs)
+    if not data:
+        raise ValueError("data is empty; pass one ReliabilityData per class.")
+    fig = _panel_grid({str(label): d for label, d in data.items()}, ncols)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _panel_grid(panels: Mapping[str, ReliabilityData], ncols: int | None):
+    """A figure with one reliability diagram (and histogram beneath) per entry, ``ncols`` a row."""
+    plt = pyplot()
+    ncols = min(ncols or len(panels), len(panels))
+    nrows = -(-len(panels) // ncols)
     fig = plt.figure(figsize=(3.9 * ncols, 4.9 * nrows), layout="constrained")
     axes = fig.subplots(2 * nrows, ncols, squeeze=False, sharex=True, sharey="row",
                         height_ratios=[3, 1] * nrows)
-    panels = [(axes[2 * r, c], axes[2 * r + 1, c]) for r in range(nrows) for c in range(ncols)]
-    for (ax, hist_ax), (name, p) in zip(panels, probs.items()):
-        plot_reliability(reliability_data(y, p, **kwargs), ax=ax, hist_ax=hist_ax, title=name)
-    for ax, hist_ax in panels[len(probs):]:
+    cells = [(axes[2 * r, c], axes[2 * r + 1, c]) for r in range(nrows) for c in range(ncols)]
+    for (ax, hist_ax), (name, data) in zip(cells, panels.items()):
+        plot_reliability(data, ax=ax, hist_ax=hist_ax, title=name)
+    for ax, hist_ax in cells[len(panels):]:
         ax.set_visible(False)
         hist_ax.set_visible(False)
     return fig

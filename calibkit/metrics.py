@@ -24,12 +24,12 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.signal import fftconvolve
+from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import softmax
 
 from .calibration._base import (
@@ -399,32 +399,122 @@ def debiased_ece(
 # Written out rather than imported: relplot pulls in seaborn and matplotlib at
 # import time, and its kernel uses np.convolve, quadratic in the grid size.
 # This follows relplot 1.0.3 (reflected Gaussian kernel, the same grids and
-# bandwidth search) and agrees with it to ~1e-12; fftconvolve is the only change.
+# bandwidth search) and agrees with it to ~1e-12. Only the order of the
+# arithmetic differs, for speed: the reflected grid's spectrum does not depend
+# on the bandwidth, so it is transformed once and every bandwidth the search
+# tries costs one kernel transform; and many rows (bootstrap resamples) are
+# smoothed together, each with its own bandwidth, as arrays.
+
+_BASE_POINTS = 1001  # relplot's grid size for every bandwidth >= 0.01
 
 
-def _grid_weights(f: np.ndarray, values: np.ndarray, points: int) -> np.ndarray:
-    """Spread ``values`` at positions ``f`` linearly onto ``points`` grid nodes on [0, 1]."""
-    pos = f * (points - 1)
+def _grid_points(sigma: np.ndarray) -> np.ndarray:
+    """relplot's grid size for each bandwidth: max(2000, round(20 / sigma)) // 2 + 1."""
+    return np.maximum(2000, np.rint(20 / sigma)).astype(np.intp) // 2 + 1
+
+
+def _reflected_windows(conf: np.ndarray, values: np.ndarray, points: int) -> np.ndarray:
+    """Spread ``values`` (rows × V × n) at ``conf`` (rows × n) linearly onto ``points`` nodes
+    on [0, 1], reflect at both ends, and keep the window the smoothed grid is read from
+    (rows × V × (2 points - 1))."""
+    rows, n_values, n = values.shape
+    pos = conf * (points - 1)
     left = pos.astype(np.intp).clip(0, points - 2)
     frac = pos - left
-    return np.bincount(left, (1 - frac) * values, minlength=points) + np.bincount(
-        left + 1, frac * values, minlength=points
+    start = (np.arange(rows * n_values) * points).reshape(rows, n_values, 1)
+    index = start + left[:, None, :]
+    size = rows * n_values * points
+    grid = np.bincount(index.ravel(), ((1 - frac)[:, None, :] * values).ravel(), minlength=size) + np.bincount(
+        (index + 1).ravel(), (frac[:, None, :] * values).ravel(), minlength=size
     )
+    grid = grid.reshape(rows, n_values, points)
+    rev = grid[..., ::-1]
+    extended = np.concatenate([rev[..., :-1], grid, rev[..., 1:]], axis=-1)
+    # relplot keeps `points` outputs of the 'valid' convolution with the kernel; they read only this window
+    return extended[..., points // 2 : points // 2 + 2 * points - 1]
 
 
-def _reflected_smooth(f: np.ndarray, values: np.ndarray, sigma: float, t: np.ndarray) -> np.ndarray:
-    """Gaussian-smooth point masses ``values`` at ``f`` with reflection at 0 and 1; evaluate at t."""
-    points = max(2000, round(20 / sigma)) // 2 + 1
-    grid = _grid_weights(f, values, points)
-    u = np.linspace(0.0, 1.0, points)
-    kernel = np.exp(-((u - 0.5) ** 2) / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma)
-    extended = np.concatenate([grid[::-1][:-1], grid, grid[::-1][1:]])
-    smoothed = fftconvolve(extended, kernel, mode="valid")[points // 2 : points // 2 + points]
-    # linear interpolation of the grid values at t
-    pos = t * (points - 1)
-    left = pos.astype(np.intp).clip(0, points - 2)
-    frac = pos - left
-    return smoothed[left] * (1 - frac) + smoothed[left + 1] * frac
+class _KernelSmoother:
+    """The residual ``conf - hit`` and the density of ``conf``, Gaussian-smoothed with reflection
+    at 0 and 1 on relplot's grids, for rows × n arrays ``conf`` and ``hit`` (one row per
+    sample: a data set, or each bootstrap resample of it), each row at its own bandwidth."""
+
+    def __init__(self, conf: np.ndarray, hit: np.ndarray) -> None:
+        self.conf = np.atleast_2d(np.asarray(conf, dtype=np.float64))
+        hit = np.atleast_2d(np.asarray(hit, dtype=np.float64))
+        self.values = np.stack([self.conf - hit, np.ones_like(self.conf)], axis=1)
+        self._base: np.ndarray | None = None
+
+    def _spectra(self, rows: np.ndarray, points: int) -> tuple[np.ndarray, int]:
+        size = next_fast_len(2 * points - 1, real=True)
+        if points != _BASE_POINTS:  # only bandwidths below 0.01, each its own size: not worth keeping
+            return rfft(_reflected_windows(self.conf[rows], self.values[rows], points), size), size
+        if self._base is None:
+            self._base = rfft(_reflected_windows(self.conf, self.values, points), size)
+        return (self._base if len(rows) == len(self._base) else self._base[rows]), size
+
+    def _curves(self, sigma: np.ndarray, rows: np.ndarray, points: int):
+        """t, residual / density, density and the mask of real points (rows of t are padded)."""
+        spectra, size = self._spectra(rows, points)
+        # rows share bandwidths (all of them at the search's first steps): one kernel each
+        distinct, which = np.unique(sigma, return_inverse=True)
+        s = distinct[:, None]
+        u = np.linspace(0.0, 1.0, points)
+        kernel = np.exp(-((u - 0.5) ** 2) / (2 * s**2)) / (np.sqrt(2 * np.pi) * s)
+        # Correlating with the symmetric kernel is convolving with it; the transform is at
+        # least as long as the window, so no kept output wraps around.
+        smoothed = irfft(spectra * np.conj(rfft(kernel, size))[which][:, None, :], size)
+        n_t = np.maximum(np.rint(10 / sigma), 200).astype(np.intp)
+        j = np.arange(n_t.max())
+        mask = j < n_t[:, None]
+        t = j * (1.0 / (n_t - 1))[:, None]  # np.linspace(0, 1, n_t) row by row, padded
+        t[np.arange(len(n_t)), n_t - 1] = 1.0
+        t[~mask] = 0.0
+        pos = t * (points - 1)
+        left = pos.astype(np.intp).clip(0, points - 2)
+        frac = pos - left
+        flat = smoothed.reshape(-1)
+        index = (np.arange(2 * len(rows)) * size).reshape(-1, 2, 1) + left[:, None, :]
+        at = flat[index] * (1 - frac)[:, None, :] + flat[index + 1] * frac[:, None, :]
+        density = at[:, 1] + 1e-4
+        return t, at[:, 0] / density, density, mask
+
+    def curves(self, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The first row's t, smoothed residual and density at bandwidth ``sigma``."""
+        sig = np.array([float(sigma)])
+        t, resid, density, mask = self._curves(sig, np.array([0]), int(_grid_points(sig)[0]))
+        return t[0][mask[0]], resid[0][mask[0]], density[0][mask[0]]
+
+    def ece(self, sigma: Any, rows: np.ndarray | None = None) -> np.ndarray:
+        """Smooth ECE of each row in ``rows`` (default: all) at its bandwidth in ``sigma``."""
+        rows = np.arange(len(self.conf)) if rows is None else rows
+        sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), rows.shape)
+        points = _grid_points(sigma)
+        out = np.empty(len(rows))
+        for size in np.unique(points):
+            sel = points == size
+            _, resid, density, mask = self._curves(sigma[sel], rows[sel], int(size))
+            out[sel] = np.sum(np.abs(resid) * density, axis=1, where=mask) / np.sum(density, axis=1, where=mask)
+        return out
+
+    def bandwidth(self, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's bandwidth by relplot's bisection, and its smooth ECE there."""
+        n_rows = len(self.conf)
+        value = self.ece(np.ones(n_rows))  # at hi = 1
+        active = ~((1.0 < eps) | (1.0 < value))
+        lo, hi = np.zeros(n_rows), np.ones(n_rows)
+        for _ in range(10):
+            mid = (hi + lo) / 2
+            small = mid < eps
+            measure = np.flatnonzero(active & ~small)
+            at_mid = np.full(n_rows, np.nan)
+            at_mid[measure] = self.ece(mid[measure], measure)
+            small |= mid < at_mid
+            lo = np.where(active & small, mid, lo)
+            grow = active & ~small
+            hi = np.where(grow, mid, hi)
+            value = np.where(grow, at_mid, value)
+        return hi, value
 
 
 def smooth_residual(conf: np.ndarray, hit: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -434,10 +524,7 @@ def smooth_residual(conf: np.ndarray, hit: np.ndarray, sigma: float) -> tuple[np
     >>> float(t[0]), float(t[-1]), len(t) == len(resid) == len(density)
     (0.0, 1.0, True)
     """
-    t = np.linspace(0.0, 1.0, max(round(10 / sigma), 200))
-    resid = _reflected_smooth(conf, conf - hit, sigma, t)
-    density = _reflected_smooth(conf, np.ones_like(conf), sigma, t) + 1e-4
-    return t, resid / density, density
+    return _KernelSmoother(conf, hit).curves(sigma)
 
 
 def smooth_ece_at(conf: np.ndarray, hit: np.ndarray, sigma: float) -> float:
@@ -446,8 +533,7 @@ def smooth_ece_at(conf: np.ndarray, hit: np.ndarray, sigma: float) -> float:
     >>> smooth_ece_at(np.array([0.9, 0.8]), np.array([1.0, 1.0]), 0.1) > 0
     True
     """
-    _, resid, density = smooth_residual(conf, hit, sigma)
-    return float(np.sum(np.abs(resid) * density) / np.sum(density))
+    return float(_KernelSmoother(conf, hit).ece(sigma)[0])
 
 
 def smooth_ece_bandwidth(conf: np.ndarray, hit: np.ndarray, eps: float = 1e-3) -> float:
@@ -456,20 +542,19 @@ def smooth_ece_bandwidth(conf: np.ndarray, hit: np.ndarray, eps: float = 1e-3) -
     >>> 0 < smooth_ece_bandwidth(np.array([0.9, 0.8, 0.6]), np.array([1.0, 0.0, 1.0])) <= 1
     True
     """
+    return float(_KernelSmoother(conf, hit).bandwidth(eps)[0][0])
 
-    def small_enough(sigma: float) -> bool:
-        return sigma < eps or sigma < smooth_ece_at(conf, hit, sigma)
 
-    if small_enough(1.0):
-        return 1.0
-    hi, lo = 1.0, 0.0
-    for _ in range(10):
-        mid = (hi + lo) / 2
-        if small_enough(mid):
-            lo = mid
-        else:
-            hi = mid
-    return hi
+def _smooth_ece_rows(conf: np.ndarray, hit: np.ndarray, sigma: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth ECE and bandwidth of each row of rows × n ``conf`` and ``hit``."""
+    smoother = _KernelSmoother(conf, hit)
+    if sigma is None:
+        s, value = smoother.bandwidth()
+        return value, s
+    s = float(sigma)
+    if not s > 0:
+        raise ValueError(f"sigma={sigma!r}; the kernel bandwidth must be positive.")
+    return smoother.ece(s), np.full(len(smoother.conf), s)
 
 
 def smooth_ece(
@@ -497,11 +582,8 @@ def smooth_ece(
     """
     y, p = check_labels_probs(y, p, input, classes)
     conf, hit = top_label_hits(y, p)
-    s = smooth_ece_bandwidth(conf, hit) if sigma is None else float(sigma)
-    if not s > 0:
-        raise ValueError(f"sigma={sigma!r}; the kernel bandwidth must be positive.")
-    value = smooth_ece_at(conf, hit, s)
-    return (value, s) if return_sigma else value
+    value, s = _smooth_ece_rows(conf, hit, sigma)
+    return (float(value[0]), float(s[0])) if return_sigma else float(value[0])
 
 
 # --- bootstrap --------------------------------------------------------------
@@ -553,12 +635,16 @@ def bootstrap(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int | None = 0,
+    callback: Callable[[int], Any] | None = None,
     **kwargs: Any,
 ) -> BootstrapResult:
     """Percentile bootstrap interval for any metric ``metric(y, p, **kwargs)``.
 
     Rows are resampled with replacement ``n_boot`` times from a seeded
-    generator, so the same seed gives the same interval.
+    generator, so the same seed gives the same interval. ``callback``, if
+    given, is called with the number of resamples measured since its last
+    call (a tqdm bar's ``update`` fits). Smooth ECE measures many resamples
+    at once, with the same values as one by one.
 
     >>> r = bootstrap("accuracy", [0, 1, 1, 0], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.9, 0.1]], n_boot=200)
     >>> r.estimate, r.low <= r.estimate <= r.high
@@ -566,8 +652,24 @@ def bootstrap(
     """
     fn = _metric(metric)
     y, p = np.asarray(y), np.asarray(p)
-    samples = np.array([fn(y[i], p[i], **kwargs) for i in _resamples(len(y), n_boot, seed)])
-    return _interval(fn(y, p, **kwargs), samples, level)
+    resamples = _resamples(len(y), n_boot, seed)
+    estimate = fn(y, p, **kwargs)  # first, so that bad input fails before any resampling
+    many = _RESAMPLED.get(fn)
+    if many is not None and set(kwargs) <= {"sigma", "input", "classes"}:
+        parts = []
+        for part in many(y, p, resamples, **kwargs):
+            parts.append(part)
+            if callback is not None:
+                callback(len(part))
+        samples = np.concatenate(parts)
+    else:
+        values = []
+        for i in resamples:
+            values.append(fn(y[i], p[i], **kwargs))
+            if callback is not None:
+                callback(1)
+        samples = np.array(values)
+    return _interval(estimate, samples, level)
 
 
 def paired_bootstrap(
@@ -603,6 +705,18 @@ def paired_bootstrap(
     return _interval(fn(y, p_a, **kwargs) - fn(y, p_b, **kwargs), samples, level)
 
 
+def _smooth_ece_resampled(
+    y: Any, p: Any, resamples: np.ndarray, *, sigma: float | None = None, input: str = "probs", classes: Any = None
+) -> Iterator[np.ndarray]:
+    """:func:`smooth_ece` of each row of ``resamples`` (row indices), a block of rows at a time."""
+    y, p = check_labels_probs(y, p, input, classes)
+    conf, hit = top_label_hits(y, p)
+    block = max(1, min(250, 2_000_000 // len(conf)))  # bounds the memory: block × n per array
+    for start in range(0, len(resamples), block):
+        rows = resamples[start : start + block]
+        yield _smooth_ece_rows(conf[rows], hit[rows], sigma)[0]
+
+
 def summary(y: Any, p: Any, *, input: str = "probs", classes: Any = None) -> dict[str, float]:
     """All metrics with their default settings, as a dict (for reports and the CLI).
 
@@ -622,3 +736,6 @@ _METRICS.update(
     debiased_ece=debiased_ece,
     smooth_ece=smooth_ece,
 )
+
+#: Metrics that measure many bootstrap resamples at once: metric -> (y, p, resamples, **kwargs) -> blocks of values.
+_RESAMPLED: dict[Callable[..., float], Callable[..., Iterator[np.ndarray]]] = {smooth_ece: _smooth_ece_resampled}

@@ -1,9 +1,11 @@
 """Evaluating calibrators on held-out examples, and the report folder that shows it.
 
 :func:`evaluate` splits scored examples into a calibration part and a held-out part,
-fits each calibrator on the first and measures it on the second, every metric with a
-seeded bootstrap interval. :func:`write_report` writes the table (CSV and Markdown),
-reliability diagrams (PNG) and an index.html that shows them together.
+fits each calibrator on the first and measures it on the second, every chosen metric
+with a seeded bootstrap interval. :func:`write_report` writes the table (CSV and
+Markdown), the held-out probabilities and predictions, reliability diagrams (PNG;
+one-vs-rest per class too when there are more than two classes), confusion matrices,
+evaluation.json and an index.html that shows them together.
 
 Example
 -------
@@ -11,15 +13,17 @@ Example
 >>> from calibkit.report import evaluate
 >>> rng = np.random.default_rng(0)
 >>> X = rng.normal(size=(400, 2)) * 3; y = (X[:, 1] + rng.normal(size=400) > X[:, 0]).astype(int)
->>> ev = evaluate(X, y, {"temperature": ck.TemperatureScaling()}, classes=[0, 1], n_boot=50)
->>> list(ev.table.index)
-['uncalibrated', 'temperature']
+>>> ev = evaluate(X, y, {"temperature": ck.TemperatureScaling()}, classes=[0, 1], n_boot=50,
+...               metrics=["accuracy", "ece"], progress=False)
+>>> list(ev.table.index), list(ev.formatted().columns)
+(['uncalibrated', 'temperature'], ['accuracy', 'ece'])
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
@@ -27,9 +31,11 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
+from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import train_test_split
 
 from . import metrics as M
+from .version import __version__
 
 __all__ = ["Evaluation", "evaluate", "write_report", "METRICS"]
 
@@ -47,10 +53,11 @@ METRICS: dict[str, tuple[Any, dict[str, Any]]] = {
 class Evaluation:
     """What :func:`evaluate` measured.
 
-    ``table`` has one row per calibrator ("uncalibrated" first) and, per metric, its
-    value with the interval's ``_low`` and ``_high``. ``probs`` holds each
-    calibrator's probabilities on the held-out examples (positions ``rows`` of the
-    input, labels ``y`` as column indices).
+    ``table`` has one row per calibrator ("uncalibrated" first) and, per metric
+    computed (``metrics``), its value with the interval's ``_low`` and ``_high``.
+    ``probs`` holds each calibrator's probabilities on the held-out examples
+    (positions ``rows`` of the input, labels ``y`` as column indices); ``info`` the
+    run's description and settings (evaluation.json).
     """
 
     table: pd.DataFrame
@@ -59,20 +66,45 @@ class Evaluation:
     classes: list[Hashable]
     rows: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
 
     def probabilities(self) -> pd.DataFrame:
-        """Each held-out example's probabilities under every calibrator, one row per example."""
+        """Each held-out example's probabilities and predicted class under every calibrator,
+        one row per example: ``proba[<class>]@<calibrator>`` columns, then ``pred@<calibrator>``
+        (the arg-max class, the first on ties)."""
         out = pd.DataFrame({"row": self.rows, "label": [self.classes[i] for i in self.y]})
         for name, p in self.probs.items():
             for k, c in enumerate(self.classes):
                 out[f"proba[{c}]@{name}"] = p[:, k]
+            out[f"pred@{name}"] = [self.classes[i] for i in p.argmax(axis=1)]
         return out
 
+    def confusion_matrix(self, calibrator: str = "uncalibrated") -> pd.DataFrame:
+        """Counts of held-out examples by true class (rows) and ``calibrator``'s predicted class (columns)."""
+        if calibrator not in self.probs:
+            raise ValueError(f"calibrator={calibrator!r}; this evaluation has {list(self.probs)}")
+        k = len(self.classes)
+        counts = confusion_matrix(self.y, self.probs[calibrator].argmax(axis=1), labels=np.arange(k))
+        names = [str(c) for c in self.classes]
+        return pd.DataFrame(counts, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
+
+    def confusion_matrices(self) -> pd.DataFrame:
+        """Every calibrator's confusion matrix in one table (confusion_matrix.csv): columns
+        ``calibrator``, ``label`` (the true class) and ``predicted <class>`` per class."""
+        parts = []
+        for name in self.probs:
+            cm = self.confusion_matrix(name)
+            part = pd.DataFrame({"calibrator": name, "label": cm.index})
+            for c in cm.columns:
+                part[f"predicted {c}"] = cm[c].to_numpy()
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
     def formatted(self) -> pd.DataFrame:
-        """The table with each metric as 'value [low, high]'."""
+        """The table with each computed metric as 'value [low, high]'."""
         out = pd.DataFrame(index=self.table.index)
-        for m in METRICS:
-            t = self.table
+        t = self.table
+        for m in self.metrics:
             out[m] = [f"{v:.4f} [{lo:.4f}, {hi:.4f}]" for v, lo, hi in zip(t[m], t[f"{m}_low"], t[f"{m}_high"])]
         return out
 
@@ -88,6 +120,8 @@ def evaluate(
     n_boot: int = 1000,
     level: float = 0.95,
     info: Mapping[str, Any] | None = None,
+    metrics: Sequence[str] | None = None,
+    progress: bool | None = None,
 ) -> Evaluation:
     """Fit each calibrator on a calibration split of (X, y); measure all on the rest.
 
@@ -95,13 +129,31 @@ def evaluate(
     labels, among ``classes``. The split is stratified by label where every class
     has at least two examples, and seeded. "uncalibrated" is the model's scores
     renormalised over the classes.
+
+    ``metrics`` names the metrics to compute, each with its bootstrap (names from
+    :data:`METRICS`; None: all of them). ``info`` is shown in the report as given
+    (nested dicts and lists too: the verbalizer, the model's settings); the
+    calibkit version, the split's sizes, seed, bootstrap and metrics are added.
+    ``progress``: a progress bar on stderr over fitting and bootstrapping; None
+    shows it only once the work has taken more than two seconds, False never.
+
+    >>> import calibkit as ck
+    >>> rng = np.random.default_rng(1)
+    >>> X = rng.normal(size=(200, 3)); y = (X + rng.gumbel(size=X.shape)).argmax(axis=1)
+    >>> ev = evaluate(X, y, {"temperature": ck.TemperatureScaling()}, classes=[0, 1, 2], n_boot=20,
+    ...               metrics=["nll"], info={"verbalizer": {0: [" a"], 1: [" b"], 2: [" c"]}})
+    >>> list(ev.table.columns), ev.info["verbalizer"][1], "calibkit version" in ev.info
+    (['nll', 'nll_low', 'nll_high'], [' b'], True)
     """
+    chosen = _metric_names(metrics)
     logp = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=object)
     if logp.ndim != 2 or logp.shape[0] != len(y):
         raise ValueError(f"X must be n×K class scores with one label per row (X {logp.shape}, y {len(y)})")
     if not 0 < calibration_fraction < 1:
         raise ValueError(f"calibration_fraction must lie between 0 and 1 (got {calibration_fraction})")
+    if "uncalibrated" in calibrators:
+        raise ValueError("'uncalibrated' is the model's own scores; name your calibrator otherwise")
     classes = list(classes)
     unknown = sorted({repr(v) for v in y} - {repr(c) for c in classes})
     if unknown:
@@ -114,25 +166,61 @@ def evaluate(
     )
     y_cal, y_eval = labels[idx_cal], labels[idx_eval]
     probs = {"uncalibrated": M.to_probs(logp[idx_eval], input="logprobs")}
-    for name, cal in calibrators.items():
-        if name == "uncalibrated":
-            raise ValueError("'uncalibrated' is the model's own scores; name your calibrator otherwise")
-        fitted = clone(cal).fit(logp[idx_cal], np.array(classes, dtype=object)[y_cal].tolist())
-        probs[name] = np.asarray(fitted.predict_proba(logp[idx_eval]))
-    rows = []
-    for name, p in probs.items():
-        row: dict[str, Any] = {"calibrator": name}
-        for m, (fn, kw) in METRICS.items():
-            r = M.bootstrap(fn, y_eval, p, n_boot=n_boot, level=level, seed=seed, **kw)
-            row[m], row[f"{m}_low"], row[f"{m}_high"] = r.estimate, r.low, r.high
-        rows.append(row)
+    with _progress_bar(progress, total=(len(calibrators) + 1) * len(chosen) * n_boot, unit="resample") as bar:
+        for name, cal in calibrators.items():
+            _say(bar, f"fitting {name}")
+            fitted = clone(cal).fit(logp[idx_cal], np.array(classes, dtype=object)[y_cal].tolist())
+            probs[name] = np.asarray(fitted.predict_proba(logp[idx_eval]))
+        rows = []
+        for name, p in probs.items():
+            row: dict[str, Any] = {"calibrator": name}
+            for m in chosen:
+                fn, kw = METRICS[m]
+                _say(bar, f"bootstrap {m} @ {name}")
+                r = M.bootstrap(fn, y_eval, p, n_boot=n_boot, level=level, seed=seed, callback=bar.update, **kw)
+                row[m], row[f"{m}_low"], row[f"{m}_high"] = r.estimate, r.low, r.high
+            rows.append(row)
     table = pd.DataFrame(rows).set_index("calibrator")
-    meta = {
+    facts = {
         "n": int(len(y)), "n_calibration": int(len(idx_cal)), "n_evaluation": int(len(idx_eval)),
         "seed": seed, "bootstrap": n_boot, "level": level, "classes": [str(c) for c in classes],
-        **(info or {}),
+        "metrics": chosen, "calibkit version": __version__,
     }
-    return Evaluation(table=table, probs=probs, y=y_eval, classes=classes, rows=idx_eval, info=meta)
+    # what the caller says about the run comes first; the facts measured here are not overridden
+    meta = {**dict(info or {}), **facts}
+    return Evaluation(table=table, probs=probs, y=y_eval, classes=classes, rows=idx_eval, info=meta, metrics=chosen)
+
+
+def _metric_names(metrics: Sequence[str] | None) -> list[str]:
+    """The chosen metric names, checked against METRICS, in the order given, without repeats."""
+    if metrics is None:
+        return list(METRICS)
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    choices = ", ".join(METRICS)
+    if not names:
+        raise ValueError(f"metrics= is empty; name at least one of: {choices} (or pass None for all)")
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise ValueError(f"metrics= has unknown name(s) {', '.join(map(repr, unknown))}; choose from: {choices}")
+    return list(dict.fromkeys(names))
+
+
+_SHOW_AFTER_S = 2.0  # progress=None: a bar only for work that takes longer than this
+
+
+def _progress_bar(progress: bool | None, *, total: int, unit: str) -> Any:
+    """A tqdm bar on stderr (a widget in notebooks), hidden for progress=False."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, disable=progress is False, delay=0 if progress else _SHOW_AFTER_S,
+                desc="calibkit", leave=True, dynamic_ncols=True)
+
+
+def _say(bar: Any, text: str) -> None:
+    """Say on the bar what is being done; redraw now only if the bar is already shown."""
+    bar.set_description_str(text, refresh=False)
+    if not bar.disable and bar.format_dict["elapsed"] >= bar.delay:
+        bar.refresh()
 
 
 _PAGE = """<!doctype html>
@@ -142,55 +230,129 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
 table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
+table.about th, table.about td {{ text-align: left; vertical-align: top; }}
+table.about table {{ margin: 0; }}
+table.about pre {{ margin: 0; white-space: pre-wrap; }}
+.confusion {{ display: inline-block; vertical-align: top; margin-right: 2em; }}
 img {{ max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }}
 .small {{ color: #666; font-size: 90%; }}
 </style></head><body>
 <h1>{title}</h1>
-<p class="small">{about}</p>
+{about}
 <h2>Metrics on the held-out examples</h2>
 <p class="small">Each value with its {level:.0%} bootstrap interval ({boot} resamples, seed {seed}).
-ECE: 15 equal-width bins, top-label, L1. Lower is better for all but accuracy.</p>
+{notes}</p>
 {table}
 <p><a href="metrics.csv">metrics.csv</a> · <a href="metrics.md">metrics.md</a> ·
-<a href="probabilities.csv">probabilities.csv</a> · <a href="evaluation.json">evaluation.json</a></p>
+<a href="probabilities.csv">probabilities.csv</a> (with each calibrator's predicted class) ·
+<a href="confusion_matrix.csv">confusion_matrix.csv</a> · <a href="evaluation.json">evaluation.json</a></p>
 <h2>Reliability diagrams</h2>
 <img src="reliability.png" alt="reliability diagrams of every calibrator side by side">
 {singles}
+{classwise}
+<h2>Confusion matrices</h2>
+<p class="small">Held-out examples by true class (rows) and predicted class, the arg-max (columns).</p>
+{confusion}
 </body></html>
 """
 
+_NOTES = {
+    "ece": "ECE: 15 equal-width bins, top-label, L1.",
+    "smooth_ece": "Smooth ECE: Błasiok &amp; Nakkiran's, top-label, as relplot computes it.",
+}
 
-def write_report(ev: Evaluation, folder: str | Path, *, title: str = "calibkit report") -> Path:
-    """Write metrics.csv, metrics.md, probabilities.csv, evaluation.json, reliability PNGs
-    and index.html; return the folder."""
-    from .diagrams import plot_reliability, plot_reliability_grid, pyplot, reliability_data
+
+def write_report(
+    ev: Evaluation, folder: str | Path, *, title: str = "calibkit report", progress: bool | None = None
+) -> Path:
+    """Write the report folder and return it.
+
+    metrics.csv and metrics.md (the metrics computed), probabilities.csv (with
+    ``pred@<calibrator>`` columns), confusion_matrix.csv, evaluation.json (``ev.info``:
+    the run's settings, calibkit's version, the split), reliability diagrams (PNG: all
+    calibrators side by side, each alone and, with more than two classes, one-vs-rest
+    per class: ``reliability_classwise_<calibrator>.png``) and index.html, which shows
+    them together. ``progress`` is as in :func:`evaluate`, over the figures.
+
+    >>> import tempfile
+    >>> rng = np.random.default_rng(2)
+    >>> X = rng.normal(size=(120, 3)); y = np.array(["a", "b", "c"])[X.argmax(axis=1)]
+    >>> ev = evaluate(X, y, {}, classes=["a", "b", "c"], n_boot=10, metrics=["accuracy"])
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     pngs = sorted(p.name for p in write_report(ev, tmp).glob("*.png"))
+    >>> pngs
+    ['reliability.png', 'reliability_classwise_uncalibrated.png', 'reliability_uncalibrated.png']
+    """
+    from .diagrams import (
+        classwise_reliability_data,
+        plot_classwise_reliability,
+        plot_reliability,
+        plot_reliability_grid,
+        pyplot,
+        reliability_data,
+    )
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     ev.table.to_csv(out / "metrics.csv", float_format="%.6g")
     ev.probabilities().to_csv(out / "probabilities.csv", index=False, float_format="%.6g")
+    ev.confusion_matrices().to_csv(out / "confusion_matrix.csv", index=False)
     shown = ev.formatted()
     (out / "metrics.md").write_text(_markdown(shown))
-    (out / "evaluation.json").write_text(json.dumps(ev.info, indent=2, default=str) + "\n")
+    (out / "evaluation.json").write_text(json.dumps(_jsonable(ev.info), indent=2, allow_nan=False) + "\n")
+
     plt = pyplot()
-    fig = plot_reliability_grid(ev.y, ev.probs, ncols=min(len(ev.probs), 4))
-    fig.savefig(out / "reliability.png", dpi=110)
-    plt.close(fig)
-    singles = []
-    for name, p in ev.probs.items():
-        fname = f"reliability_{slug(name, 'calibrator')}.png"
-        fig = plt.figure(figsize=(4.5, 5.5), layout="constrained")
-        ax, hist_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-        plot_reliability(reliability_data(ev.y, p), ax=ax, hist_ax=hist_ax, title=name)
-        fig.savefig(out / fname, dpi=110)
+    stems = _file_stems(list(ev.probs))
+    classwise = len(ev.classes) > 2
+    labels = np.array(ev.classes, dtype=object)[ev.y]
+    singles, per_class = [], []
+    with _progress_bar(progress, total=(1 + len(ev.probs) * (2 if classwise else 1)), unit="figure") as bar:
+        _say(bar, "drawing reliability.png")
+        fig = plot_reliability_grid(ev.y, ev.probs, ncols=min(len(ev.probs), 4))
+        fig.savefig(out / "reliability.png", dpi=110)
         plt.close(fig)
-        singles.append(f'<img src="{fname}" alt="reliability diagram: {html.escape(name)}" width="360">')
-    about = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in ev.info.items() if k not in ("level", "bootstrap", "seed"))
+        bar.update()
+        for name, p in ev.probs.items():
+            fname = f"reliability_{stems[name]}.png"
+            _say(bar, f"drawing {fname}")
+            fig = plt.figure(figsize=(4.5, 5.5), layout="constrained")
+            ax, hist_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+            plot_reliability(reliability_data(ev.y, p), ax=ax, hist_ax=hist_ax, title=name)
+            fig.savefig(out / fname, dpi=110)
+            plt.close(fig)
+            bar.update()
+            singles.append(f'<img src="{fname}" alt="reliability diagram: {html.escape(name)}" width="360">')
+            if classwise:
+                fname = f"reliability_classwise_{stems[name]}.png"
+                _say(bar, f"drawing {fname}")
+                data = classwise_reliability_data(labels, p, classes=ev.classes)
+                fig = plot_classwise_reliability(data, ncols=min(len(ev.classes), 4),
+                                                 title=f"{name}: each class against the rest")
+                fig.savefig(out / fname, dpi=110)
+                plt.close(fig)
+                bar.update()
+                per_class.append(f'<h3>{html.escape(name)}</h3>\n'
+                                 f'<img src="{fname}" alt="one-vs-rest reliability diagrams: {html.escape(name)}">')
+    classwise_html = ""
+    if classwise:
+        classwise_html = (
+            "<h2>Reliability per class (one-vs-rest)</h2>\n<p class=\"small\">For each class, its predicted "
+            "probability against the share of examples that are of it.</p>\n" + "\n".join(per_class)
+        )
+    confusion = "\n".join(
+        f'<div class="confusion"><h3>{html.escape(name)}</h3>\n{ev.confusion_matrix(name).to_html(escape=True)}</div>'
+        for name in ev.probs
+    )
+    about = {k: v for k, v in ev.info.items() if k not in ("level", "bootstrap", "seed")}
     (out / "index.html").write_text(
         _PAGE.format(
-            title=html.escape(title), about=about, level=ev.info.get("level", 0.95),
-            boot=ev.info.get("bootstrap"), seed=ev.info.get("seed"),
-            table=shown.to_html(escape=True), singles="\n".join(singles),
+            title=html.escape(title), about=_about_table(about), level=ev.info.get("level", 0.95),
+            boot=html.escape(str(ev.info.get("bootstrap"))), seed=html.escape(str(ev.info.get("seed"))),
+            notes=" ".join([_NOTES[m] for m in ev.metrics if m in _NOTES]
+                           + ["Lower is better for all but accuracy." if "accuracy" in ev.metrics
+                              else "Lower is better."]),
+            table=shown.to_html(escape=True), singles="\n".join(singles), classwise=classwise_html,
+            confusion=confusion,
         )
     )
     return out
@@ -199,6 +361,57 @@ def write_report(ev: Evaluation, folder: str | Path, *, title: str = "calibkit r
 def slug(name: str, fallback: str = "report") -> str:
     """A name safe in a file or folder name: letters, digits, '-', '_' and '.' kept, others '-'."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or fallback
+
+
+def _file_stems(names: list[str]) -> dict[str, str]:
+    """A distinct file-name stem per calibrator name ('a b' and 'a-b' both slug to 'a-b')."""
+    stems: dict[str, str] = {}
+    for name in names:
+        base = stem = slug(name, "calibrator")
+        k = 2
+        while stem in stems.values():
+            stem, k = f"{base}-{k}", k + 1
+        stems[name] = stem
+    return stems
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with what JSON cannot hold made plain: mappings with string keys, sequences
+    as lists, numpy numbers as Python numbers, NaN and infinities as strings, the rest as str."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+        return [_jsonable(v) for v in (sorted(value, key=str) if isinstance(value, (set, frozenset)) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)
+
+
+def _html_value(value: Any, *, quoted: bool = False) -> str:
+    """A value of the run's info as HTML: mappings as small definition tables, sequences
+    comma-separated; strings in them quoted, so leading spaces (" positive") show."""
+    if isinstance(value, Mapping):
+        if not value:
+            return "<em>none</em>"
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_html_value(v)}</td></tr>" for k, v in value.items())
+        return f"<table>{rows}</table>"
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+        return ", ".join(_html_value(v, quoted=True) for v in value) or "<em>none</em>"
+    if isinstance(value, str):
+        if quoted or value != value.strip():
+            return f"<code>{html.escape(json.dumps(value, ensure_ascii=False))}</code>"
+        if "\n" in value:
+            return f"<pre>{html.escape(value)}</pre>"
+    return html.escape(str(value))
+
+
+def _about_table(info: Mapping[str, Any]) -> str:
+    rows = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{_html_value(v)}</td></tr>" for k, v in info.items())
+    return f'<table class="about">\n{rows}\n</table>'
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -7,6 +7,8 @@ from scipy.stats import binomtest
 from calibkit import metrics
 from calibkit.diagrams import (
     ReliabilityData,
+    classwise_reliability_data,
+    plot_classwise_reliability,
     plot_reliability,
     plot_reliability_grid,
     proportion_interval,
@@ -98,3 +100,54 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
         plot_reliability([0, 1], [[0.9, 0.1], [0.2, 0.8]])
     # the data needs no matplotlib
     assert reliability_data([0, 1], [[0.9, 0.1], [0.2, 0.8]]).n == 2
+
+
+@pytest.mark.parametrize("binning", ["width", "mass"])
+def test_classwise_data_is_each_class_against_the_rest(binning):
+    y, p = sample(2000, k=3, seed=1)
+    names = np.array(["x", "y", "z"], dtype=object)
+    data = classwise_reliability_data(names[y], p, bins=10, binning=binning, classes=list(names))
+    assert list(data) == ["x", "y", "z"]
+    per_class = [data[c].ece for c in names]
+    assert np.mean(per_class) == pytest.approx(
+        metrics.ece(y, p, bins=10, binning=binning, reduction="classwise"), abs=1e-12)
+    for k, c in enumerate(names):
+        d = data[c]
+        assert d.label == c and d.n == 2000 and d.counts.sum() == 2000
+        assert d.smooth_ece == pytest.approx(metrics.smooth_ece_at(p[:, k], (y == k).astype(float), d.sigma))
+        bins = np.clip(np.searchsorted(d.edges, p[:, k], side="right") - 1, 0, len(d.counts) - 1)
+        if binning == "width":
+            for b in np.flatnonzero(d.counts):
+                assert d.accuracy[b] == pytest.approx((y[bins == b] == k).mean())
+                assert d.confidence[b] == pytest.approx(p[bins == b, k].mean())
+    assert reliability_data(y, p).label is None
+
+
+def test_classwise_smooth_ece_agrees_with_relplot():
+    relplot = pytest.importorskip("relplot")
+    y, p = sample(1500, k=4, seed=2)
+    data = classwise_reliability_data(y, p)
+    for k in range(4):
+        assert data[k].smooth_ece == pytest.approx(relplot.smECE(p[:, k], (y == k).astype(float)), abs=1e-6)
+
+
+def test_classwise_plot_has_a_panel_per_class(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, p = sample(900, k=5)
+    fig = plot_classwise_reliability(classwise_reliability_data(y, p), ncols=3, title="model")
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown if ax.get_title()] == ["0", "1", "2", "3", "4"]
+    assert "P(3)" in [ax.get_xlabel() for ax in shown] and "frequency of 3" in [ax.get_ylabel() for ax in shown]
+    assert fig.get_suptitle() == "model"
+    fig.savefig(tmp_path / "classwise.png")
+    assert (tmp_path / "classwise.png").stat().st_size > 10_000
+    # y with p works too; each histogram shows every example
+    fig = plot_classwise_reliability(y, p)
+    hists = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() == "count"]
+    assert len(hists) == 5 and all(sum(r.get_height() for r in ax.patches) == 900 for ax in hists)
+    with pytest.raises(ValueError, match="classwise_reliability_data"):
+        plot_classwise_reliability([0, 1])
+    plt.close("all")
