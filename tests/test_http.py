@@ -176,14 +176,16 @@ def faithful(body: dict) -> tuple[int, dict, dict]:
     return 200, {}, out
 
 
-def one_at_a_time(seconds: float):
-    """A ScriptedServer answer that works on one request at a time, ``seconds`` each, as a
-    one-worker server does (a request whose client gave up is still worked on)."""
+def one_at_a_time(seconds: float, per_prompt: bool = False):
+    """A ScriptedServer answer that works on one request at a time, ``seconds`` each (or
+    each prompt), as a one-worker server does (a request whose client gave up is still
+    worked on)."""
     worker = threading.Lock()
 
     def answer(body: dict) -> tuple[int, dict, dict]:
         with worker:
-            time.sleep(seconds)
+            n = len(body["prompt"]) if per_prompt and isinstance(body["prompt"], list) else 1
+            time.sleep(seconds * n)
             return faithful(body)
 
     return answer
@@ -212,6 +214,26 @@ def test_a_slow_one_at_a_time_server_paces_the_client_and_the_scores_are_right(s
     cuts = [r.getMessage() for r in caplog.records if r.name == "calibkit.http"]
     assert cuts and all(r.levelno == logging.WARNING for r in caplog.records if r.name == "calibkit.http")
     assert "within 0.5 s: requests in flight cut from 8 to 4" in cuts[0]
+
+
+def test_a_request_too_big_to_answer_in_time_is_split_until_it_is_not(scripted_server, caplog) -> None:
+    X, _ = sst2("dev", 16)
+    settings = dict(model="m", max_prompts_per_request=16, cache=False)
+    fast = ScriptedServer()
+    try:
+        fast.default = faithful
+        expected = ck.score(X, TPL, VERB, ck.Client(fast.url, **settings), method="topk", k=3, check=False)
+    finally:
+        fast.close()
+    # 0.1 s a prompt: 16 prompts take 1.6 s, more than the timeout even alone; 4 take 0.4 s.
+    scripted_server.default = one_at_a_time(0.1, per_prompt=True)
+    api = ck.Client(scripted_server.url, timeout=0.7, max_in_flight=1, max_retries=2, **settings)
+    with caplog.at_level(logging.WARNING, logger="calibkit.http"):
+        got = ck.score(X, TPL, VERB, api, method="topk", k=3, check=False)
+    np.testing.assert_array_equal(got.logprobs, expected.logprobs)
+    sizes = [len(p) if isinstance(p := r["body"]["prompt"], list) else 1 for r in scripted_server.requests]
+    assert max(sizes) == 16 and min(sizes) <= 4 and api.splits >= 2
+    assert any("request of 16 prompts: sending them as requests of 8" in r.getMessage() for r in caplog.records)
 
 
 def test_a_server_too_slow_for_any_try_is_reported_as_timed_out(scripted_server) -> None:

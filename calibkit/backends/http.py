@@ -15,8 +15,11 @@ loop; :meth:`Client.close` or ``with`` ends both.
 How many requests are in flight is up to the client's :class:`AdaptiveLimiter`: it
 starts at ``max_in_flight``, is halved when the server shows it is overloaded (a
 request timed out, or a 429, 503 or 504 answer) and grows back by one after a run of
-answers, so that the client paces itself to what the server sustains. Each cut is
-logged (logger ``calibkit.http``, level warning).
+answers, so that the client paces itself to what the server sustains. A request of
+several prompts that times out is not sent again whole: its prompts go as two
+requests of half as many, down to one, so that no single request asks more than the
+server answers within ``timeout``. Each cut and split is logged (logger
+``calibkit.http``, level warning).
 
 Retries follow openai-python: connection errors, timeouts, 408, 409, 429 and 5xx are
 retried with exponential backoff and jitter (0.5 s doubling to at most 8 s), and a
@@ -106,6 +109,10 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 class _NotSent(Exception):
     """A request left unsent because another one of the same call failed."""
+
+
+class _Split(Exception):
+    """A request of several prompts timed out: send its prompts as two smaller requests."""
 
 
 def _backoff(retries: int) -> float:
@@ -372,6 +379,8 @@ class Client(Backend):
         self.batch_size = max_in_flight * max_prompts_per_request
         #: HTTP requests sent (a pack of prompts is one), by this object.
         self.http_requests = 0
+        #: requests of several prompts that timed out and went again as two halves.
+        self.splits = 0
         self.limiter = AdaptiveLimiter(max_in_flight)
         self._loop: _Loop | None = None
         self._closed = False
@@ -457,11 +466,15 @@ class Client(Backend):
         super().__setstate__(state)
         self._next_replica = itertools.count()
 
-    async def _request(self, method: str, path: str, body: Any, failed: asyncio.Event | None = None) -> Any:
+    async def _request(
+        self, method: str, path: str, body: Any, failed: asyncio.Event | None = None, divisible: bool = False
+    ) -> Any:
         """One call with retries; the decoded body of a GET, the raw bytes of a POST.
 
         Each try waits for a place under :attr:`limiter`; once ``failed`` is set (another
-        request of the same call failed for good), a try not yet sent raises _NotSent.
+        request of the same call failed for good), a try not yet sent raises _NotSent. A
+        ``divisible`` request (several prompts) that times out raises _Split instead of
+        being sent again whole.
         """
         assert self._loop is not None
         client = self._loop.http
@@ -477,6 +490,8 @@ class Client(Backend):
                 except httpx.TransportError as e:  # timeouts too
                     if isinstance(e, _SLOW):
                         self._back_off(slot, f"no answer from {url} within {self.timeout:g} s")
+                        if divisible:
+                            raise _Split from e
                     if retries >= self.max_retries:
                         raise self._transport_error(e, url, retries + 1) from e
                     delay = _backoff(retries)
@@ -545,7 +560,7 @@ class Client(Backend):
     async def _send_pack(self, reqs: list[CompletionRequest], failed: asyncio.Event) -> list[CompletionResponse]:
         body = reqs[0].to_json()
         body["prompt"] = [r.prompts[0] for r in reqs] if len(reqs) > 1 else reqs[0].prompts[0]
-        raw = await self._request("POST", "/completions", body, failed)
+        raw = await self._request("POST", "/completions", body, failed, divisible=len(reqs) > 1)
         self.http_requests += 1
         resp = CompletionResponse.from_json(raw)
         n = reqs[0].n or 1
@@ -596,6 +611,13 @@ class Client(Backend):
         async def one(pack: list[int]) -> None:
             try:
                 resps = await self._send_pack([requests[i] for i in pack], failed)
+            except _Split:
+                half = (len(pack) + 1) // 2
+                log.warning("no answer within %g s for a request of %d prompts: sending them as requests of %d",
+                            self.timeout, len(pack), half)
+                self.splits += 1
+                await asyncio.gather(one(pack[:half]), one(pack[half:]))
+                return
             except BaseException:
                 failed.set()  # what has not been sent yet, is not sent at all
                 raise
