@@ -5,74 +5,60 @@ probabilities, and calibrate those probabilities.
 >>> model = ck.LocalModel()                                   # doctest: +SKIP
 >>> scores = ck.score(["a gorgeous film"], "Review: {text}\\nSentiment:",
 ...                   {"negative": " negative", "positive": " positive"}, model)  # doctest: +SKIP
+
+The names below are imported on first use (PEP 562), so ``import calibkit`` and
+``calibkit --help`` stay fast: scikit-learn, pandas, httpx and llama.cpp load only
+when a name that needs them is touched.
+
+>>> sorted(n for n in ck.__all__ if n.endswith("Scaling"))
+['MatrixScaling', 'PlattScaling', 'TemperatureScaling', 'VectorScaling']
 """
 
-from . import diagrams, metrics
-from .api import APIError, CompletionRequest, CompletionResponse, InvalidRequestError
-from .backends import Backend, Client, Continuation, LocalModel
-from .cache import ResponseCache
-from .calibration import (
-    BatchCalibration,
-    ContextualCalibration,
-    CrossFitCalibration,
-    DomainContextCalibration,
-    HistogramBinning,
-    IsotonicCalibration,
-    MatrixScaling,
-    PlattScaling,
-    TemperatureScaling,
-    VectorScaling,
-    cross_val_calibrate,
-)
-from .diagrams import plot_reliability, plot_reliability_grid, reliability_data
-from .estimator import LogprobClassifier, LogprobVectorizer, make_calibrator
-from .label_scores import LabelScores, read_scores, write_scores
-from .scoring import TokenizationError, content_free_scores, domain_context_scores, random_domain_texts, score
-from .templates import PromptTemplate, TokenizationTrap, TokenizationWarning, Verbalizer, check_traps
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .version import __version__
 
-__all__ = [
-    "__version__",
-    "APIError",
-    "Backend",
-    "BatchCalibration",
-    "Client",
-    "Continuation",
-    "CompletionRequest",
-    "CompletionResponse",
-    "ContextualCalibration",
-    "CrossFitCalibration",
-    "DomainContextCalibration",
-    "HistogramBinning",
-    "InvalidRequestError",
-    "IsotonicCalibration",
-    "LabelScores",
-    "LocalModel",
-    "LogprobClassifier",
-    "LogprobVectorizer",
-    "MatrixScaling",
-    "PlattScaling",
-    "PromptTemplate",
-    "ResponseCache",
-    "TemperatureScaling",
-    "TokenizationError",
-    "TokenizationTrap",
-    "TokenizationWarning",
-    "VectorScaling",
-    "Verbalizer",
-    "check_traps",
-    "content_free_scores",
-    "cross_val_calibrate",
-    "diagrams",
-    "domain_context_scores",
-    "make_calibrator",
-    "metrics",
-    "plot_reliability",
-    "plot_reliability_grid",
-    "random_domain_texts",
-    "read_scores",
-    "reliability_data",
-    "score",
-    "write_scores",
-]
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["APIError", "CompletionRequest", "CompletionResponse", "InvalidRequestError"], "api"),
+    **dict.fromkeys(["Backend", "Client", "Continuation", "LocalModel"], "backends"),
+    "ResponseCache": "cache",
+    **dict.fromkeys(
+        [
+            "BatchCalibration", "ContextualCalibration", "CrossFitCalibration", "DomainContextCalibration",
+            "HistogramBinning", "IsotonicCalibration", "MatrixScaling", "PlattScaling", "TemperatureScaling",
+            "VectorScaling", "cross_val_calibrate",
+        ],
+        "calibration",
+    ),
+    **dict.fromkeys(["plot_reliability", "plot_reliability_grid", "reliability_data"], "diagrams"),
+    **dict.fromkeys(["LogprobClassifier", "LogprobVectorizer", "make_calibrator"], "estimator"),
+    **dict.fromkeys(["LabelScores", "read_scores", "write_scores"], "label_scores"),
+    **dict.fromkeys(
+        ["TokenizationError", "content_free_scores", "domain_context_scores", "random_domain_texts", "score"],
+        "scoring",
+    ),
+    **dict.fromkeys(["PromptTemplate", "TokenizationTrap", "TokenizationWarning", "Verbalizer", "check_traps"],
+                    "templates"),
+}
+_SUBMODULES = ("diagrams", "metrics")
+
+__all__ = sorted(["__version__", *_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+    raise AttributeError(f"module 'calibkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+

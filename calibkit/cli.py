@@ -16,6 +16,7 @@ exit status 1, in the words of the command line (``--text-column``, never
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import re
@@ -56,6 +57,10 @@ _FLAGS = {
     "base_url": "--api-base",
     "keys_file": "--keys-file",
     "k": "-k",
+    "timeout": "--timeout",
+    "max_in_flight": "--max-in-flight",
+    "metrics": "--metrics",
+    "calibrators": "--calibrators",
 }
 _PY_NAME = re.compile(r"(?<![\w\-.])(" + "|".join(sorted(_FLAGS, key=len, reverse=True)) + r")(=|(?= <=))(\S?)")
 
@@ -101,6 +106,25 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-key", metavar="KEY", help="API key (default: $ACS_API_KEY)")
     g.add_argument("--model", metavar="NAME", help="model name at the API, or a GGUF path for the embedded backend")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    g.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="with --api-base: seconds to wait for one answer (default 60); a request that times out "
+                        "is sent again in smaller pieces; raise it for a slow or busy server")
+    g.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="with --api-base: requests in flight at once (default 8); the client lowers it by itself "
+                        "on timeouts and overload answers (429, 503, 504): this is where it starts")
+
+
+def _check_backend_args(args: argparse.Namespace) -> None:
+    """The model flags' values, checked before any data is loaded."""
+    api_only = [flag for flag, v in (("--timeout", args.timeout), ("--max-in-flight", args.max_in_flight))
+                if v is not None]
+    if api_only and not args.api_base:
+        raise ValueError(f"{' and '.join(api_only)} set how calibkit waits on a completions API; give --api-base "
+                         "too (the embedded model answers in-process)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds (got {args.timeout})")
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        raise ValueError(f"--max-in-flight must be at least 1 (got {args.max_in_flight})")
 
 
 def _backend(args: argparse.Namespace):  # -> Backend
@@ -109,8 +133,16 @@ def _backend(args: argparse.Namespace):  # -> Backend
     cache = False if args.no_cache else None
     if args.api_base:
         key = args.api_key or os.environ.get("ACS_API_KEY")
-        return Client(args.api_base, key, model=args.model, cache=cache)
+        pacing = {name: v for name, v in (("timeout", args.timeout), ("max_in_flight", args.max_in_flight))
+                  if v is not None}
+        return Client(args.api_base, key, model=args.model, cache=cache, **pacing)
+    _say("loading the embedded model")
     return LocalModel(args.model, cache=cache)
+
+
+def _say(message: str) -> None:
+    """A line on stderr saying what the command is doing (stdout keeps the results)."""
+    print(f"calibkit: {message} ...", file=sys.stderr, flush=True)
 
 
 # -- peek ------------------------------------------------------------------------------
@@ -130,7 +162,8 @@ def _peek_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_peek(args: argparse.Namespace) -> int:
     if args.k < 1:
-        raise SystemExit("calibkit peek: -k must be at least 1")
+        raise ValueError(f"-k must be at least 1 (got {args.k})")
+    _check_backend_args(args)
     backend = _backend(args)
     _check_k(args, backend)
     top = backend.top_k([args.prompt], args.k)[0]
@@ -145,6 +178,9 @@ def _cmd_peek(args: argparse.Namespace) -> int:
 
 # -- data and calibrators shared by score / eval / calibrate ------------------------------
 DEFAULT_CALIBRATORS = "contextual,batch,temperature,contextual+temperature"
+# report.METRICS's names, spelled here so that --help needs no import of the statistics
+# half; tests/test_cli.py checks that the two agree.
+DEFAULT_METRICS = ("accuracy", "nll", "brier", "ece", "smooth_ece")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -158,7 +194,11 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text-column", action="append", metavar="NAME",
                    help="a CSV/JSONL file's text column; repeat for a multi-field template")
     g.add_argument("--label-column", metavar="NAME", help="a CSV/JSONL file's label column (default: label)")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    g.add_argument("--limit", type=int, default=None,
+                   help="use only N examples: the first N, or a seeded sample with --shuffle or --stratify")
+    g.add_argument("--shuffle", action="store_true", help="with --limit: a random sample of N rows (--seed)")
+    g.add_argument("--stratify", action="store_true",
+                   help="with --limit: a random sample of N rows with each class in its share of the data (--seed)")
     g.add_argument("--template", help="prompt template overriding the data set's, e.g. 'Review: {text}\\nSentiment:' "
                                       "(\\n, \\t and \\\\ are read as newline, tab and backslash)")
     g.add_argument("--verbalizer", metavar="JSON",
@@ -174,6 +214,16 @@ def _check_data_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--limit must be at least 1 (got {args.limit})")
     if args.k is not None and args.k < 1:
         raise ValueError(f"-k must be at least 1 (got {args.k})")
+    if args.shuffle and args.stratify:
+        raise ValueError("--shuffle and --stratify are two ways to draw the --limit sample; give one")
+    if (args.shuffle or args.stratify) and args.limit is None:
+        raise ValueError(f"{'--shuffle' if args.shuffle else '--stratify'} draws the --limit sample; give --limit N")
+    _check_backend_args(args)
+
+
+def _seed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the --shuffle / --stratify sample, the calibration split and the bootstrap (default 0)")
 
 
 def _check_k(args: argparse.Namespace, backend) -> None:
@@ -190,6 +240,7 @@ def _load(args: argparse.Namespace):
     from .templates import PromptTemplate, Verbalizer
 
     _check_data_args(args)
+    args.sample = "all rows"
     template = verbalizer = None
     if args.template:
         try:
@@ -232,13 +283,38 @@ def _load(args: argparse.Namespace):
             options["label_column"] = args.label_column
         ds = load_dataset(name, format=args.format, **{k: v for k, v in options.items() if v is not None})
     if args.limit is not None:
-        ds.frame = ds.frame.head(args.limit).reset_index(drop=True)
+        ds.frame = _limit(ds.frame, ds.label_column, args)
     missing = [f for f in ds.template.fields if f not in ds.frame.columns]
     if missing:
         raise ValueError(f"the template needs the columns {missing}; the data has {list(ds.frame.columns)} "
                          "(name them with --text-column, or change --template)")
     ds.fields = list(ds.template.fields)
     return ds
+
+
+def _limit(frame, label_column: str, args: argparse.Namespace):
+    """The --limit rows (first, --shuffle or --stratify), with a line on stderr saying which."""
+    n = len(frame)
+    how = "the first"
+    if args.limit < n and (args.shuffle or args.stratify):
+        from sklearn.model_selection import train_test_split
+
+        labels = frame[label_column].astype(str) if args.stratify else None
+        if labels is not None and labels.value_counts().min() < 2:
+            raise ValueError("--stratify needs at least two rows of every class; use --shuffle")
+        if labels is not None and args.limit < labels.nunique():
+            raise ValueError(f"--limit {args.limit} is fewer rows than the {labels.nunique()} classes --stratify "
+                             "must draw from; raise --limit")
+        keep, _ = train_test_split(range(n), train_size=args.limit, random_state=args.seed, stratify=labels)
+        frame = frame.iloc[sorted(keep)]
+        how = f"a {'stratified ' if args.stratify else ''}random sample (--seed {args.seed}) of"
+    frame = frame.head(args.limit).reset_index(drop=True)
+    counts = ", ".join(f"{c} {k}" for c, k in frame[label_column].value_counts(sort=False).items()) \
+        if label_column in frame.columns else "unlabelled"
+    hint = "" if args.shuffle or args.stratify or args.limit >= n else "; --shuffle or --stratify draw a sample instead"
+    args.sample = f"{how} {len(frame)} of {n} rows"
+    print(f"calibkit: --limit {args.limit}: {args.sample} ({counts}){hint}", file=sys.stderr)
+    return frame
 
 
 def _labels(ds) -> list:
@@ -255,8 +331,10 @@ def _calibrators(names: str, classes: list, **kw) -> dict:
     from .estimator import make_calibrator
 
     chosen = [n.strip() for n in names.split(",") if n.strip()]
-    if not chosen:
-        raise ValueError("--calibrators needs at least one name, e.g. contextual,temperature")
+    if kw.get("backend") is not None:
+        priors = sorted({part for n in chosen for part in n.split("+")} & {"contextual", "domain"})
+        if priors:
+            _say(f"scoring the {' and '.join(priors)} calibration's content-free inputs")
     out = {}
     for n in chosen:
         try:
@@ -275,22 +353,49 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration-fraction", type=float, default=0.5,
                    help="share of the examples the calibrators are fitted on; the rest is held out (default 0.5)")
     g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the split and the bootstrap (default 0)")
+    g.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="NAMES",
+                   help=f"comma-separated metrics to compute, each with its bootstrap: {', '.join(DEFAULT_METRICS)} "
+                        "(default: all; smooth_ece's bootstrap is the slowest)")
     g.add_argument("--out", metavar="DIR", help="report folder (default: reports/<data set name>)")
 
 
 def _check_report_args(args: argparse.Namespace) -> None:
-    """The report flags' values, checked before anything is scored."""
+    """The report flags' values, checked before anything is loaded or scored."""
+    args.metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = [m for m in args.metrics if m not in DEFAULT_METRICS]
+    if unknown or not args.metrics:
+        raise ValueError(f"--metrics takes a comma-separated list of {', '.join(DEFAULT_METRICS)} "
+                         f"(got {', '.join(map(repr, unknown)) or 'none'})")
+    from .estimator import CALIBRATIONS
+
+    chosen = [n.strip() for n in args.calibrators.split(",") if n.strip()]
+    if not chosen:
+        raise ValueError("--calibrators needs at least one name, e.g. contextual,temperature")
+    for n in chosen:
+        unknown = [part for part in n.split("+") if part not in CALIBRATIONS]
+        if unknown:
+            raise ValueError(f"--calibrators {n}: unknown calibration {unknown[0]!r}; choose from "
+                             f"{', '.join(CALIBRATIONS)}, or join two with '+'")
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1 (got {args.bootstrap}); 1000 is usual")
     if not 0 < args.calibration_fraction < 1:
         raise ValueError(f"--calibration-fraction must lie between 0 and 1 (got {args.calibration_fraction})")
 
 
+def _evaluate(scores, y: list, calibrators: dict, classes: list, args: argparse.Namespace, info: dict):
+    from .report import evaluate
+
+    _say(f"fitting {len(calibrators)} calibrator(s) and bootstrapping {', '.join(args.metrics)} "
+         f"(--bootstrap {args.bootstrap}, --metrics to choose)")
+    return evaluate(scores, y, calibrators, classes=classes, calibration_fraction=args.calibration_fraction,
+                    seed=args.seed, n_boot=args.bootstrap, metrics=args.metrics, info=info)
+
+
 def _finish_report(ev, out: str, title: str) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from .report import write_report
 
+    _say(f"writing the report to {out}")
     folder = write_report(ev, out, title=title)
     import pandas as pd
 
@@ -312,6 +417,7 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example: calibkit score sentiment --head 5 --out scores.csv",
     )
     _data_args(p)
+    _seed_arg(p)
     p.add_argument("--head", type=int, default=5, help="rows to print (default 5)")
     p.add_argument("--out", metavar="FILE", help="write the scores here (.csv or .parquet)")
     _backend_args(p)
@@ -333,10 +439,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     y = _labels(ds)
     backend = _backend(args)
     _check_k(args, backend)
+    _say(f"scoring {len(ds.frame)} examples with {backend.model_name} (--method {args.method})")
     s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method, k=args.k)
     table = s.to_frame()
     acc = float(np.mean([p == t for p, t in zip(s.predict(), y)]))
-    print(f"{ds.name}: {len(s)} examples, model {backend.model_name}, method {args.method}")
+    print(f"{ds.name}: {len(s)} examples ({args.sample}), model {backend.model_name}, method {args.method}")
     print(f"accuracy       {acc:.3f}")
     print(f"label mass     median {np.median(s.label_mass):.4g}  (min {s.label_mass.min():.3g}, max {s.label_mass.max():.3g})")
     print(f"censored       {int(s.censored.sum())} of {s.censored.size} entries")
@@ -369,28 +476,33 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     )
     _data_args(p)
     _report_args(p)
+    _seed_arg(p)
     _backend_args(p)
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .report import evaluate, slug
+    from .report import slug
     from .scoring import score
 
     _check_report_args(args)
     ds = _load(args)
     y = _labels(ds)
+    if len({repr(v) for v in y}) < 2:
+        raise ValueError(f"all {len(y)} examples are labelled {y[0]!r}, and calibrating needs two classes or more"
+                         + (": --limit took the first rows; add --shuffle or --stratify" if args.limit else ""))
     backend = _backend(args)
     _check_k(args, backend)
     classes = list(ds.verbalizer.classes)
     texts = [str(v) for f in ds.fields for v in ds.frame[f]]
     cals = _calibrators(args.calibrators, classes, backend=backend, template=ds.template,
                         verbalizer=ds.verbalizer, texts=texts, method=args.method, k=args.k)
+    _say(f"scoring {len(ds.frame)} examples with {backend.model_name} (--method {args.method})")
     s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method, k=args.k)
-    ev = evaluate(s, y, cals, classes=classes, calibration_fraction=args.calibration_fraction,
-                  seed=args.seed, n_boot=args.bootstrap,
-                  info={"data": ds.name, "model": backend.model_name, "method": args.method,
-                        "template": ds.template.template, "median label mass": f"{float(np.median(s.label_mass)):.4g}"})
+    info = {"data": ds.name, "sample": args.sample, "model": backend.model_name, "model settings": backend.identity,
+            "method": args.method, "template": ds.template.template, "verbalizer": ds.verbalizer.mapping,
+            "median label mass": f"{float(np.median(s.label_mass)):.4g}"}
+    ev = _evaluate(s, y, cals, classes, args, info)
     print(f"{ds.name}: {len(s)} examples ({ev.info['n_calibration']} to calibrate, {ev.info['n_evaluation']} held out), "
           f"model {backend.model_name}")
     out = args.out or os.path.join("reports", slug(os.path.basename(str(ds.name))))
@@ -412,12 +524,13 @@ def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scores", help="a .csv or .parquet file from calibkit score --out")
     p.add_argument("--label-column", help="the labels' column (default: the one the file records, else label)")
     _report_args(p)
+    _seed_arg(p)
     p.set_defaults(func=_cmd_calibrate)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .label_scores import read_scores
-    from .report import evaluate, slug
+    from .report import slug
 
     _check_report_args(args)
     path = args.scores
@@ -435,9 +548,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     classes = list(f.scores.classes)
     content_free = f.content_free.logprobs if f.content_free is not None else None
     cals = _calibrators(args.calibrators, classes, content_free=content_free)
-    ev = evaluate(f.scores, f.labels, cals, classes=classes,
-                  calibration_fraction=args.calibration_fraction, seed=args.seed, n_boot=args.bootstrap,
-                  info={"scores": path})
+    ev = _evaluate(f.scores, f.labels, cals, classes, args, {"scores": path})
     stem = os.path.splitext(os.path.basename(path))[0]
     _finish_report(ev, args.out or os.path.join("reports", slug(stem)), f"calibkit calibrate: {stem}")
     return 0
@@ -467,22 +578,22 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     from .server.config import ServerConfig
 
-    defaults = ServerConfig()
     g = p.add_argument_group("limits")
-    for f in ("max_body_bytes", "max_prompts", "max_tokens_limit", "max_n", "queue_size", "batch_size"):
-        g.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(defaults, f),
-                       help=f"(default {getattr(defaults, f)}); see ServerConfig")
+    for f in dataclasses.fields(ServerConfig):
+        if f.name in _SERVE_LIMITS:
+            g.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default, metavar="N",
+                           help=f"{f.metadata['help']} (default {f.default})")
     p.set_defaults(func=_cmd_serve)
+
+
+_SERVE_LIMITS = ("max_body_bytes", "max_prompts", "max_tokens_limit", "max_n", "queue_size", "batch_size")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .server.config import ServerConfig
     from .server.run import serve
 
-    config = ServerConfig(
-        max_body_bytes=args.max_body_bytes, max_prompts=args.max_prompts, max_tokens_limit=args.max_tokens_limit,
-        max_n=args.max_n, queue_size=args.queue_size, batch_size=args.batch_size,
-    )
+    config = ServerConfig(**{name: getattr(args, name) for name in _SERVE_LIMITS})
     serve(args.model, host=args.host, port=args.port, keys_file=args.keys_file, no_auth=args.no_auth,
           config=config, n_ctx=args.n_ctx, n_threads=args.threads, log_level=args.log_level)
     return 0

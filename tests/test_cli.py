@@ -119,7 +119,7 @@ def one_line_error(capsys, argv: list[str]) -> str:
     """Run calibkit in-process; assert a one-line user error with exit 1; return the line."""
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    lines = err.strip().splitlines()
+    lines = [line for line in err.strip().splitlines() if not line.startswith("calibkit: ")]  # status lines
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"calibkit {argv[0]}: ")
     return lines[0]
@@ -231,6 +231,7 @@ def test_template_escapes_and_non_ascii(reviews) -> None:
 class _FakeBackend:
     model_name = "fake"
     logprobs_cap = 20
+    identity = {"backend": "fake"}
 
 
 def _fake_score(calls):
@@ -333,3 +334,100 @@ def test_a_refused_top_k_names_k(monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(cli, "_cmd_peek", refused)
     assert one_line_error(capsys, ["peek", "x", "-k", "50"]).startswith("calibkit peek: -k 50: logprobs must be")
+
+
+# -- flags checked before the model is asked anything ------------------------------------
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command gets as far as building its model."""
+    def touched(args):
+        raise AssertionError("the model was built before every flag was checked")
+
+    monkeypatch.setattr(cli, "_backend", touched)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["eval", "{data}", "--bootstrap", "0"], ["--bootstrap"]),
+    (["eval", "{data}", "--calibration-fraction", "1.5"], ["--calibration-fraction"]),
+    (["eval", "{data}", "--metrics", "ece,auroc"], ["--metrics", "'auroc'", "smooth_ece"]),
+    (["eval", "{data}", "--metrics", ","], ["--metrics"]),
+    (["eval", "{data}", "--calibrators", "temperature,nope"], ["--calibrators", "'nope'"]),
+    (["eval", "{data}", "--text-column", "nope"], ["--text-column", "'nope'"]),
+    (["eval", "{data}", "--timeout", "5"], ["--timeout", "--api-base"]),
+    (["score", "{data}", "--max-in-flight", "2"], ["--max-in-flight", "--api-base"]),
+    (["eval", "{data}", "--api-base", "http://127.0.0.1:9/v1", "--timeout", "0"], ["--timeout", "positive"]),
+    (["score", "{data}", "--api-base", "http://127.0.0.1:9/v1", "--max-in-flight", "0"], ["--max-in-flight"]),
+    (["score", "{data}", "--shuffle"], ["--shuffle", "--limit"]),
+    (["score", "{data}", "--limit", "4", "--shuffle", "--stratify"], ["--shuffle", "--stratify"]),
+    (["eval", "{data}", "--limit", "3"], ["'bad'", "--shuffle or --stratify"]),
+    (["peek", "Hello", "-k", "0"], ["-k must be at least 1"]),
+])
+def test_every_flag_is_checked_before_the_model_is_touched(capsys, no_model, sorted_reviews, argv, words) -> None:
+    argv = [a.replace("{data}", str(sorted_reviews)) for a in argv]
+    if argv[0] != "peek" and "--text-column" not in argv:
+        argv += ["--text-column", "review"]
+    line = one_line_error(capsys, argv + ([] if argv[0] == "peek" else ["--label-column", "stars"]))
+    for w in words:
+        assert w in line, line
+    assert not re.search(r"\b(timeout|max_in_flight|metrics|calibrators|n_boot)=", line), line
+
+
+@pytest.fixture
+def sorted_reviews(tmp_path):
+    """A file sorted by label, as many public files are: the first rows are all 'bad'."""
+    data = tmp_path / "sorted.csv"
+    bad = ["Awful.", "A boring mess.", "Dull and long.", "I hated it.", "A waste of time.", "Terrible acting."]
+    good = ["A wonderful film.", "Loved it.", "A joy.", "Brilliant and warm.", "Superb.", "Great fun."]
+    data.write_text("review,stars\n" + "".join(f"{t},bad\n" for t in bad) + "".join(f"{t},good\n" for t in good))
+    return data
+
+
+def _limited_rows(capsys, data, *flags: str) -> tuple[list[str], str]:
+    """The review texts `score --limit 4` printed, and its stderr."""
+    assert cli.main(["score", str(data), "--text-column", "review", "--label-column", "stars", "--limit", "4",
+                     "--head", "4", *flags]) == 0
+    out = capsys.readouterr()
+    return [t for t in re.findall(r"^\s*(.+?\.)\s", out.out, flags=re.M)], out.err
+
+
+def test_limit_says_what_it_took_and_shuffle_and_stratify_draw_seeded_samples(capsys, sorted_reviews) -> None:
+    rows, err = _limited_rows(capsys, sorted_reviews)
+    assert "--limit 4: the first 4 of 12 rows (bad 4)" in err and "--shuffle or --stratify" in err
+    strat, err = _limited_rows(capsys, sorted_reviews, "--stratify")
+    assert "stratified random sample (--seed 0) of 4 of 12 rows" in err and "bad 2" in err and "good 2" in err
+    again, _ = _limited_rows(capsys, sorted_reviews, "--stratify")
+    other, _ = _limited_rows(capsys, sorted_reviews, "--stratify", "--seed", "3")
+    assert strat == again and strat != other
+    shuffled, err = _limited_rows(capsys, sorted_reviews, "--shuffle", "--seed", "1")
+    assert "random sample (--seed 1) of 4 of 12 rows" in err and shuffled != rows
+
+
+def test_timeout_and_max_in_flight_reach_the_client() -> None:
+    args = cli.build_parser().parse_args(["score", "--api-base", "http://127.0.0.1:9/v1", "--model", "m",
+                                          "--timeout", "2.5", "--max-in-flight", "3", "--no-cache"])
+    with cli._backend(args) as client:
+        assert (client.timeout, client.max_in_flight) == (2.5, 3)
+
+
+def test_serve_help_describes_each_limit() -> None:
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["serve"].format_help().split())
+    assert "ServerConfig" not in help_text
+    assert "--queue-size N requests waiting for the worker; one more is 503" in help_text
+
+
+def test_metric_names_in_help_are_the_reports() -> None:
+    from calibkit.report import METRICS
+
+    assert list(cli.DEFAULT_METRICS) == list(METRICS)
+
+
+def test_hf_without_the_extra_is_one_line_naming_the_install(capsys) -> None:
+    try:
+        import datasets
+
+        if getattr(datasets, "load_dataset", None):
+            pytest.skip("the Hugging Face datasets library is installed here")
+    except ImportError:
+        pass
+    line = one_line_error(capsys, ["eval", "hf:sst2", "--limit", "5"])
+    assert "pip install 'calibkit[hf]'" in line and "=" not in line.split("not installed")[1]

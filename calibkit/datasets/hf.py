@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib
 from typing import Any, Hashable, Mapping, Sequence
 
-import pandas as pd
-
 from ..templates import PromptTemplate, Verbalizer
 from ._dataset import Dataset
 
@@ -32,7 +30,7 @@ class HFUnavailableError(RuntimeError):
 
 
 _INSTALL = ("install it with `pip install 'calibkit[hf]'` (or `pip install datasets`), or read a local file "
-            "instead: load_dataset('path/to/file.csv', text_column=..., label_column=...)")
+            "instead: its path in place of 'hf:<name>', with its text and label columns named")
 
 
 def _import_datasets() -> Any:
@@ -105,7 +103,12 @@ def load_hf(
         split = next((s for s in _SPLIT_PREFERENCE if s in available), available[0])
         loaded = loaded[split]
     features = getattr(loaded, "features", {}) or {}
-    frame = loaded.to_pandas() if hasattr(loaded, "to_pandas") else pd.DataFrame(list(loaded))
+    if hasattr(loaded, "to_pandas"):
+        frame = loaded.to_pandas()
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(list(loaded))
     columns = list(frame.columns)
     if label_column not in columns:
         raise ValueError(f"hf:{name} ({split}) has no column {label_column!r} (the columns are {columns}); "
