@@ -22,6 +22,7 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .backends.base import Backend
@@ -41,7 +42,9 @@ from .label_scores import LabelScores
 from .scoring import content_free_scores, default_backend, domain_context_scores, score
 from .templates import PromptTemplate, Verbalizer, iter_examples
 
-__all__ = ["CALIBRATIONS", "LogprobClassifier", "LogprobVectorizer", "make_calibrator"]
+__all__ = [
+    "CALIBRATIONS", "CHAIN_ORDER", "LogprobClassifier", "LogprobVectorizer", "check_calibration", "make_calibrator",
+]
 
 #: Calibrators by name, for ``calibration=`` and ``calibkit eval --calibrators``.
 #: "none" renormalises the model's scores over the classes and fits nothing.
@@ -59,6 +62,21 @@ CALIBRATIONS = (
 )
 
 
+#: The kinds of calibration a chain (``"a+b+c"``) is made of, in the order it takes them:
+#: a prior correction divides out the model's bias in its raw scores, a scaling maps
+#: log-probabilities to log-probabilities, a binning returns step-function probabilities.
+CHAIN_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("prior correction", ("contextual", "domain", "batch")),
+    ("scaling", ("temperature", "vector", "matrix", "platt")),
+    ("binning", ("isotonic", "histogram")),
+)
+
+_CHAIN_RULE = "a chain joins with '+', in this order, at most one {}, one {} and one {}, e.g. {!r}".format(
+    *(f"{kind} ({', '.join(names)})" for kind, names in CHAIN_ORDER),
+    "+".join(names[0] for _, names in CHAIN_ORDER),
+)
+
+
 def _template(t: PromptTemplate | str | None) -> PromptTemplate:
     if t is None:
         raise ValueError("template is required: e.g. template='Review: {text}\\nSentiment:'")
@@ -68,7 +86,68 @@ def _template(t: PromptTemplate | str | None) -> PromptTemplate:
 def _verbalizer(v: Verbalizer | Mapping[Hashable, Any] | None) -> Verbalizer:
     if v is None:
         raise ValueError("verbalizer is required: e.g. verbalizer={'neg': ' negative', 'pos': ' positive'}")
+    if isinstance(v, (list, tuple)):
+        raise ValueError(
+            f"verbalizer must map each class to its form(s), not be a {type(v).__name__}: e.g. "
+            "verbalizer={'neg': ' negative', 'pos': ' positive'}, or {0: ' negative', 1: ' positive'} "
+            "for integer labels"
+        )
     return v if isinstance(v, Verbalizer) else Verbalizer(v)
+
+
+def _in_sorted_order(v: Verbalizer) -> Verbalizer:
+    """``v`` with its classes in scikit-learn's order (sorted, as LabelEncoder and
+    ``np.unique`` sort them), or ``v`` itself where they cannot be sorted (mixed types)."""
+    try:
+        order = sorted(range(len(v.classes)), key=v.classes.__getitem__)
+    except TypeError:
+        return v
+    if order == list(range(len(v.classes))):
+        return v
+    return Verbalizer({v.classes[i]: v.forms[i] for i in order})
+
+
+def check_calibration(name: str) -> list[str]:
+    """The parts of a calibration name (``"a+b"`` chains them), or a ValueError saying what is allowed.
+
+    Checks the spelling only, so that a bad chain fails before anything is scored;
+    :func:`make_calibrator` calls it first. See :data:`CHAIN_ORDER` for the chains.
+
+    >>> check_calibration("contextual+temperature+isotonic")
+    ['contextual', 'temperature', 'isotonic']
+    >>> check_calibration("isotonic+temperature")
+    Traceback (most recent call last):
+    ...
+    ValueError: calibration='isotonic+temperature': the binning 'isotonic' cannot come before the scaling ...
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"calibration must be a name such as 'temperature' (got {name!r})")
+    parts = [part.strip() for part in name.split("+")]
+    unknown = [part for part in parts if part not in CALIBRATIONS]
+    if unknown:
+        what = f"unknown calibration {unknown[0]!r}" if unknown[0] else "an empty name"
+        raise ValueError(
+            f"{what}{f' in calibration={name!r}' if len(parts) > 1 else ''}; "
+            f"choose from {', '.join(CALIBRATIONS)}, or join them with '+' ({_CHAIN_RULE})"
+        )
+    if len(parts) == 1:
+        return parts
+    if "none" in parts:
+        raise ValueError(
+            f"calibration={name!r}: 'none' fits nothing and takes no part in a chain; "
+            f"use calibration='none' alone, or {_CHAIN_RULE}"
+        )
+    rank = {part: (i, kind) for i, (kind, names) in enumerate(CHAIN_ORDER) for part in names}
+    for a, b in zip(parts, parts[1:]):
+        (ra, kind_a), (rb, kind_b) = rank[a], rank[b]
+        if ra == rb:
+            problem = f"{a!r} and {b!r} are both a {kind_a}"
+        elif ra > rb:
+            problem = f"the {kind_a} {a!r} cannot come before the {kind_b} {b!r}"
+        else:
+            continue
+        raise ValueError(f"calibration={name!r}: {problem}; {_CHAIN_RULE}")
+    return parts
 
 
 def make_calibrator(
@@ -89,17 +168,38 @@ def make_calibrator(
     obtains them through ``backend``, ``template`` and ``verbalizer``; "domain" needs
     those three and in-domain ``texts``; ``method`` and ``k`` say how they are scored.
 
+    A chain is checked before anything is made or scored (:func:`check_calibration`):
+    at most one prior correction, then one scaling, then one binning. Each step but the
+    last passes its calibrated log-probabilities on to the next.
+
     >>> pipe = make_calibrator("contextual+temperature", ["neg", "pos"], content_free=[[-1.0, -2.0]])
     >>> [name for name, _ in pipe.steps]
     ['contextualcalibration', 'temperaturescaling']
+    >>> import numpy as np
+    >>> X = np.log([[0.6, 0.4], [0.3, 0.7], [0.8, 0.2], [0.45, 0.55], [0.55, 0.45], [0.35, 0.65]])
+    >>> chain = make_calibrator("batch+temperature+isotonic", ["neg", "pos"])
+    >>> [name for name, _ in chain.steps]
+    ['batchcalibration', 'temperaturescaling', 'isotoniccalibration']
+    >>> chain.fit(X, ["neg", "pos", "neg", "pos", "pos", "neg"]).predict(X).tolist()
+    ['neg', 'pos', 'neg', 'pos', 'pos', 'pos']
     """
-    if "+" in name:
-        from sklearn.pipeline import make_pipeline
-
+    parts = check_calibration(name)
+    classes = list(classes)
+    if "platt" in parts and len(classes) != 2:
+        raise ValueError(
+            f"calibration={name!r}: 'platt' calibrates two classes and these are {len(classes)}; "
+            "use 'temperature' or 'vector' instead"
+        )
+    if len(parts) > 1:
         kw = dict(backend=backend, template=template, verbalizer=verbalizer, texts=texts,
                   content_free=content_free, method=method, k=k)
-        return make_pipeline(*(make_calibrator(part, classes, **kw) for part in name.split("+")))  # type: ignore[arg-type]
-    classes = list(classes)
+        made = [make_calibrator(part, classes, **kw) for part in parts]  # type: ignore[arg-type]
+        # Prior corrections are transformers already; a scaling in the middle of a chain is
+        # wrapped so that the next step gets its calibrated log-probabilities.
+        steps = [(type(cal).__name__.lower(), cal if i == len(made) - 1 or hasattr(cal, "transform")
+                  else _PassOn(cal)) for i, cal in enumerate(made)]
+        return Pipeline(steps)
+    name = parts[0]
     simple = {
         "temperature": TemperatureScaling,
         "vector": VectorScaling,
@@ -112,23 +212,37 @@ def make_calibrator(
     }
     if name in simple:
         return simple[name](classes=classes)
-    if name in ("contextual", "domain"):
-        if name == "contextual" and content_free is not None:
-            return ContextualCalibration(content_free=content_free, classes=classes)
-        if backend is None or template is None or verbalizer is None:
-            raise ValueError(
-                f"the {name!r} calibration scores content-free inputs through the model: "
-                "give backend, template and verbalizer"
-                + (" (or content_free= scores)" if name == "contextual" else "")
-            )
-        if name == "contextual":
-            cf = content_free_scores(template, verbalizer, backend, method=method, k=k)
-            return ContextualCalibration(content_free=np.asarray(cf), classes=classes)
-        if not texts:
-            raise ValueError("the 'domain' calibration draws random words from in-domain texts: give texts=")
-        dc = domain_context_scores(template, verbalizer, backend, texts=texts, method=method, k=k)
-        return DomainContextCalibration(content_free=np.asarray(dc), classes=classes)
-    raise ValueError(f"unknown calibration {name!r}; choose from {', '.join(CALIBRATIONS)}, or join them with '+'")
+    if name == "contextual" and content_free is not None:
+        return ContextualCalibration(content_free=content_free, classes=classes)
+    if backend is None or template is None or verbalizer is None:
+        raise ValueError(
+            f"the {name!r} calibration scores content-free inputs through the model: "
+            "give backend, template and verbalizer"
+            + (" (or content_free= scores)" if name == "contextual" else "")
+        )
+    if name == "contextual":
+        cf = content_free_scores(template, verbalizer, backend, method=method, k=k)
+        return ContextualCalibration(content_free=np.asarray(cf), classes=classes)
+    if not texts:
+        raise ValueError("the 'domain' calibration draws random words from in-domain texts: give texts=")
+    dc = domain_context_scores(template, verbalizer, backend, texts=texts, method=method, k=k)
+    return DomainContextCalibration(content_free=np.asarray(dc), classes=classes)
+
+
+class _PassOn(TransformerMixin, BaseEstimator):
+    """A calibrator as a middle step of a Pipeline: ``transform`` gives its calibrated log-probabilities."""
+
+    def __init__(self, calibrator: BaseEstimator):
+        self.calibrator = calibrator
+
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> "_PassOn":
+        self.calibrator_ = clone(self.calibrator).fit(X, y, **fit_params)
+        self.classes_ = self.calibrator_.classes_
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "calibrator_")
+        return self.calibrator_.predict_log_proba(X)
 
 
 class LogprobVectorizer(TransformerMixin, BaseEstimator):
@@ -144,7 +258,9 @@ class LogprobVectorizer(TransformerMixin, BaseEstimator):
     progress : show a progress bar (None: for 64 examples or more).
 
     ``np.asarray`` of the result is the n×K matrix, so a calibrator can follow in a
-    Pipeline.
+    Pipeline. Its columns are the verbalizer's classes in sorted order (``classes_``),
+    the order in which scikit-learn encodes labels as 0..K-1, so that a calibrator after
+    it reads those codes as the right columns.
 
     >>> vec = LogprobVectorizer(template="Q: {text}\\nA:", verbalizer={"y": " yes", "n": " no"})
     >>> vec.get_params()["method"]
@@ -170,11 +286,11 @@ class LogprobVectorizer(TransformerMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> "LogprobVectorizer":
         """Check the parameters; nothing is learnt from X."""
         self.template_ = _template(self.template)
-        self.verbalizer_ = _verbalizer(self.verbalizer)
+        self.verbalizer_ = _in_sorted_order(_verbalizer(self.verbalizer))
         self.backend_ = default_backend(self.backend)
         if self.method not in ("auto", "topk", "exact"):
             raise ValueError(f"method must be 'auto', 'topk' or 'exact' (got {self.method!r})")
-        self.classes_ = np.array(self.verbalizer_.classes, dtype=object)
+        self.classes_ = _label_array(self.verbalizer_.classes)
         return self
 
     def transform(self, X: Any) -> LabelScores:
@@ -203,17 +319,27 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
     ----------
     backend : a Client or LocalModel; None uses the embedded model.
     template, verbalizer, method, k, progress : as for :class:`LogprobVectorizer`.
-    calibration : a name from :data:`CALIBRATIONS` (``"a+b"`` chains two, e.g.
-        ``"contextual+temperature"``) or a calibrator estimator (cloned).
+    calibration : a name from :data:`CALIBRATIONS` (``"a+b"`` chains them, e.g.
+        ``"contextual+temperature"``; see :func:`check_calibration`) or a calibrator
+        estimator (cloned, and fitted on the scores and the labels of ``classes_``).
         The prior corrections need no labels: "contextual" scores "N/A", "" and
         "[MASK]" through the template, "domain" random strings of words from the
         training examples, "batch" takes the mean class distribution of the training
         examples as the prior.
 
+    The labels in ``y`` are the verbalizer's classes. scikit-learn sometimes hands a
+    classifier its labels encoded as 0..K-1 in sorted order instead (cross_val_predict
+    with ``method="predict_proba"``, CalibratedClassifierCV, MAPIE's cross-conformal
+    classifier); those are read as such when ``y`` holds all of 0..K-1 and they are not
+    the verbalizer's classes themselves, and ``classes_`` is then 0..K-1.
+
     Attributes
     ----------
-    classes_ : the verbalizer's classes (the columns of predict_proba).
-    calibrator_ : the fitted calibrator.
+    classes_ : the labels of the columns of predict_proba, sorted as scikit-learn sorts
+        them: the verbalizer's classes (all of them, whether or not y has each).
+    verbalizer_classes_ : the verbalizer's class of each entry of ``classes_``.
+    calibrator_ : the fitted calibrator; a calibrator made from a name is fitted on the
+        column indices 0..K-1 of ``classes_``, so that labels of any type work.
     vectorizer_ : the fitted LogprobVectorizer.
 
     >>> clf = LogprobClassifier(template="Q: {text}\\nA:", verbalizer={"y": " yes", "n": " no"})
@@ -239,49 +365,57 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
         self.k = k
         self.progress = progress
 
-    def _make_calibrator(self, X: Any, classes: list[Hashable]) -> BaseEstimator:
+    def _make_calibrator(self, X: Any, n_classes: int) -> BaseEstimator:
         if not isinstance(self.calibration, str):
             return clone(self.calibration)
         vec = self.vectorizer_
         texts = [str(v) for ex in iter_examples(X) for v in (ex.values() if isinstance(ex, Mapping) else [ex])]
         return make_calibrator(
-            self.calibration, classes, backend=vec.backend_, template=vec.template_,
+            self.calibration, list(range(n_classes)), backend=vec.backend_, template=vec.template_,
             verbalizer=vec.verbalizer_, texts=texts, method=self.method, k=self.k,
         )
 
     def fit(self, X: Any, y: Any) -> "LogprobClassifier":
         """Score X with the model and fit the calibrator on the scores and labels y."""
+        if isinstance(self.calibration, str):
+            check_calibration(self.calibration)  # before anything is scored
         self.vectorizer_ = LogprobVectorizer(
             self.backend, self.template, self.verbalizer, self.method, self.k, self.progress
         ).fit(X)
-        classes = list(self.vectorizer_.verbalizer_.classes)
-        y = np.asarray(y, dtype=object)
-        unknown = sorted({repr(v) for v in y} - {repr(c) for c in classes})
-        if unknown:
-            raise ValueError(
-                f"y has labels {', '.join(unknown[:5])} that the verbalizer does not name; "
-                f"its classes are {classes}"
-            )
-        self.classes_ = np.array(classes, dtype=object)
+        names = list(self.vectorizer_.verbalizer_.classes)
+        self.classes_, y_idx = _read_labels(y, names)
+        self.verbalizer_classes_ = self.vectorizer_.classes_
+        self.calibrator_ = self._make_calibrator(X, len(names))
         scores = self.vectorizer_.transform(X)
-        self.calibrator_ = self._make_calibrator(X, classes)
-        self.calibrator_.fit(scores, _as_class_labels(y, classes))
+        fit_labels = np.arange(len(names)) if isinstance(self.calibration, str) else self.classes_
+        self.calibrator_.fit(scores, fit_labels[y_idx])
+        self._fit_labels = fit_labels
         return self
 
     def scores(self, X: Any) -> LabelScores:
-        """The model's uncalibrated class scores of X."""
+        """The model's uncalibrated class scores of X, one column per entry of ``verbalizer_classes_``."""
         check_is_fitted(self, "calibrator_")
         return self.vectorizer_.transform(X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return self.calibrator_.predict_proba(self.scores(X))
+        """Calibrated probabilities (n×K), columns in the order of ``classes_``."""
+        proba = np.asarray(self.calibrator_.predict_proba(self.scores(X)))
+        columns = getattr(self.calibrator_, "classes_", None)
+        if columns is None or np.array_equal(columns, self._fit_labels):
+            return proba
+        # A calibrator estimator that learnt its own classes_ (say, only those in y):
+        # put each of its columns under its label, and nothing under a label it lacks.
+        where = {label: i for i, label in enumerate(self._fit_labels.tolist())}
+        out = np.zeros((proba.shape[0], len(self.classes_)))
+        out[:, [where[label] for label in np.asarray(columns).tolist()]] = proba
+        return out
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Calibrated log-probabilities (n×K); for two classes, the log-odds of the second."""
+        """Calibrated log-probabilities (n×K); for two classes, the log-odds of ``classes_[1]``."""
         lp = self.predict_log_proba(X)
         return lp[:, 1] - lp[:, 0] if lp.shape[1] == 2 else lp
 
@@ -295,12 +429,91 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _as_class_labels(y: np.ndarray, classes: Sequence[Hashable]) -> np.ndarray:
-    # Labels keep their own type (ints stay ints) so the calibrator maps them to columns by value.
+def _label_array(labels: Sequence[Hashable]) -> np.ndarray:
+    """Labels as the 1-D array scikit-learn expects of ``classes_``: numbers or strings in
+    their own dtype (an object array of ints reads as an "unknown" target type there),
+    mixed types as objects."""
+    arr = np.asarray(labels)
+    if arr.ndim == 1 and arr.dtype.kind in "biufU" and arr.tolist() == list(labels):
+        return arr
+    out = np.empty(len(labels), dtype=object)
+    out[:] = list(labels)
+    return out
+
+
+def _read_labels(y: Any, names: list[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes_, the column of each label in y)`` for labels ``y`` and the verbalizer's
+    classes ``names`` (in sorted order where they sort).
+
+    The labels are either the verbalizer's classes, or scikit-learn's encoding of them:
+    cross_val_predict (with method="predict_proba"), CalibratedClassifierCV (its
+    temperature method, and cross_val_predict again when ensemble=False) and MAPIE's
+    cross-conformal classifier fit the estimator on ``LabelEncoder().fit_transform(y)``,
+    the integers 0..K-1 in the sorted order of the classes. Nothing in the call says
+    which of the two y is, so y is read in the one way that cannot be misread:
+
+    - labels that are all verbalizer classes are taken as they are, so integer classes
+      ({0: ..., 1: ...}) keep meaning themselves, codes or not;
+    - otherwise integers are read as codes only when y holds every one of 0..K-1
+      (ints, not floats or booleans: LabelEncoder makes ints) and the classes sort.
+      scikit-learn encodes the labels present in the whole y, so the codes of a data
+      set that lacks a class would stand for other classes; all K codes in one fit
+      rule that out. Code i is then ``names[i]``, which is also column i of the scores
+      and of predict_proba: calibkit's convention that integer labels are column
+      indices, so integers that a user passes for a string-keyed verbalizer are read
+      the same way;
+    - anything else is an error that says what y should hold.
+
+    Left over: integer classes such as {0, 1, 2} and a data set without class 0, whose
+    codes 0, 1 are classes too. They are taken as classes, and ``classes_`` keeps all
+    K, more than the entry points that encoded y expect, so those fail loudly
+    (an IndexError in cross_val_predict) instead of mislabelling columns.
+    """
+    arr = np.asarray(y, dtype=object)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.ravel()
+    if arr.ndim != 1 or not len(arr):
+        raise ValueError(f"y must be a 1-D sequence with one label per example (got shape {arr.shape})")
+    values = arr.tolist()
+    column = {c: i for i, c in enumerate(names)}
+
+    def column_of(label: Any) -> int:
+        try:
+            return column.get(label, -1)
+        except TypeError:  # an unhashable label
+            return -1
+
+    idx = [column_of(v) for v in values]
+    if min(idx) >= 0:
+        return _label_array(names), np.asarray(idx, dtype=np.intp)
+    k = len(names)
+    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values)
+    if integers and set(values) <= set(range(k)):
+        if not _sorts(names):
+            why = "these classes mix types that do not sort, so scikit-learn cannot have encoded them"
+        elif len(set(values)) < k:
+            why = (f"codes can be read back only when y holds all {k} of them, so every class must be in "
+                   f"each training fold (e.g. cv=StratifiedKFold(...))")
+        else:
+            return np.arange(k), np.asarray(values, dtype=np.intp)
+        raise ValueError(
+            f"y holds the integer labels {sorted({int(v) for v in values})}, which are not the verbalizer's classes "
+            f"{names}. scikit-learn passes a classifier its labels as the codes 0..{k - 1} of the sorted "
+            f"classes (cross_val_predict with method='predict_proba', CalibratedClassifierCV, MAPIE), but "
+            f"{why}; give y the verbalizer's classes, or key verbalizer= by the labels y uses."
+        )
+    unknown = sorted({repr(v.item() if isinstance(v, np.generic) else v) for v, i in zip(values, idx) if i < 0})
+    raise ValueError(
+        f"y has labels {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} that the verbalizer "
+        f"does not name; its classes are {names}: give y those labels, or key verbalizer= by the labels y uses"
+    )
+
+
+def _sorts(labels: list[Hashable]) -> bool:
     try:
-        return np.asarray(y.tolist())
-    except (TypeError, ValueError):
-        return y
+        return sorted(labels) == labels
+    except TypeError:
+        return False
 
 
 class _Renormalise(BaseCalibrator):
