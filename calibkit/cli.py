@@ -16,13 +16,14 @@ exit status 1, in the words of the command line (``--text-column``, never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,6 +62,7 @@ _FLAGS = {
     "max_in_flight": "--max-in-flight",
     "metrics": "--metrics",
     "calibrators": "--calibrators",
+    "calibration": "--calibrators",
 }
 _PY_NAME = re.compile(r"(?<![\w\-.])(" + "|".join(sorted(_FLAGS, key=len, reverse=True)) + r")(=|(?= <=))(\S?)")
 
@@ -337,18 +339,27 @@ def _calibrators(names: str, classes: list, **kw) -> dict:
             _say(f"scoring the {' and '.join(priors)} calibration's content-free inputs")
     out = {}
     for n in chosen:
-        try:
+        with _naming_calibrator(n):
             out[n] = make_calibrator(n, classes, **kw)
-        except ValueError as e:
-            raise ValueError(f"--calibrators {n}: {e}") from None
     return out
+
+
+@contextlib.contextmanager
+def _naming_calibrator(name: str) -> Iterator[None]:
+    """A calibrator's ValueError, said of its --calibrators entry."""
+    try:
+        yield
+    except ValueError as e:
+        message = str(e)  # a chain's message names it (calibration=, which reads --calibrators)
+        raise ValueError(message if "calibration=" in message else f"--calibrators {name}: {message}") from None
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration and report")
     g.add_argument("--calibrators", default=DEFAULT_CALIBRATORS,
                    help="comma-separated: none, temperature, vector, matrix, platt, isotonic, histogram, "
-                        "contextual, domain, batch; join two with + to chain them "
+                        "contextual, domain, batch; chain them with +, in the order prior correction, scaling, "
+                        "binning, e.g. contextual+temperature+isotonic "
                         f"(default: {DEFAULT_CALIBRATORS})")
     g.add_argument("--calibration-fraction", type=float, default=0.5,
                    help="share of the examples the calibrators are fitted on; the rest is held out (default 0.5)")
@@ -366,16 +377,14 @@ def _check_report_args(args: argparse.Namespace) -> None:
     if unknown or not args.metrics:
         raise ValueError(f"--metrics takes a comma-separated list of {', '.join(DEFAULT_METRICS)} "
                          f"(got {', '.join(map(repr, unknown)) or 'none'})")
-    from .estimator import CALIBRATIONS
+    from .estimator import check_calibration
 
     chosen = [n.strip() for n in args.calibrators.split(",") if n.strip()]
     if not chosen:
         raise ValueError("--calibrators needs at least one name, e.g. contextual,temperature")
     for n in chosen:
-        unknown = [part for part in n.split("+") if part not in CALIBRATIONS]
-        if unknown:
-            raise ValueError(f"--calibrators {n}: unknown calibration {unknown[0]!r}; choose from "
-                             f"{', '.join(CALIBRATIONS)}, or join two with '+'")
+        with _naming_calibrator(n):
+            check_calibration(n)
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap must be at least 1 (got {args.bootstrap}); 1000 is usual")
     if not 0 < args.calibration_fraction < 1:

@@ -44,11 +44,11 @@ def test_errors_are_one_line_and_name_the_fix() -> None:
 
 def test_eval_writes_the_report_folder(tmp_path) -> None:
     out = tmp_path / "report"
-    r = run("eval", "sentiment", "--limit", "60", "--bootstrap", "50", "--calibrators", "contextual,temperature",
-            "--out", str(out))
+    r = run("eval", "sentiment", "--limit", "60", "--bootstrap", "50",
+            "--calibrators", "contextual,temperature,contextual+temperature+isotonic", "--out", str(out))
     assert r.returncode == 0, r.stderr
     table = r.stdout.split("report:")[0]
-    for name in ("uncalibrated", "contextual", "temperature", "accuracy", "ece"):
+    for name in ("uncalibrated", "contextual", "temperature", "contextual+temperature+isotonic", "accuracy", "ece"):
         assert name in table
     assert "[" in table and "]" in table  # intervals
     assert {"index.html", "metrics.csv", "metrics.md", "reliability.png"} <= {p.name for p in out.iterdir()}
@@ -352,6 +352,8 @@ def no_model(monkeypatch):
     (["eval", "{data}", "--metrics", "ece,auroc"], ["--metrics", "'auroc'", "smooth_ece"]),
     (["eval", "{data}", "--metrics", ","], ["--metrics"]),
     (["eval", "{data}", "--calibrators", "temperature,nope"], ["--calibrators", "'nope'"]),
+    (["eval", "{data}", "--calibrators", "temperature,isotonic+temperature"],
+     ["--calibrators 'isotonic+temperature'", "cannot come before"]),
     (["eval", "{data}", "--text-column", "nope"], ["--text-column", "'nope'"]),
     (["eval", "{data}", "--timeout", "5"], ["--timeout", "--api-base"]),
     (["score", "{data}", "--max-in-flight", "2"], ["--max-in-flight", "--api-base"]),
@@ -369,7 +371,7 @@ def test_every_flag_is_checked_before_the_model_is_touched(capsys, no_model, sor
     line = one_line_error(capsys, argv + ([] if argv[0] == "peek" else ["--label-column", "stars"]))
     for w in words:
         assert w in line, line
-    assert not re.search(r"\b(timeout|max_in_flight|metrics|calibrators|n_boot)=", line), line
+    assert not re.search(r"\b(timeout|max_in_flight|metrics|calibrat\w+|n_boot)=", line), line
 
 
 @pytest.fixture
