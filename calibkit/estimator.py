@@ -255,7 +255,7 @@ class LogprobVectorizer(TransformerMixin, BaseEstimator):
     verbalizer : a Verbalizer or a mapping ``{class: form or [forms]}``.
     method : "auto", "topk" or "exact" (see :func:`calibkit.score`).
     k : top-k for "topk"/"auto" (default: the endpoint's cap).
-    progress : show a progress bar (None: for 64 examples or more).
+    progress : show a progress bar (None: once scoring has lasted two seconds).
 
     ``np.asarray`` of the result is the n×K matrix, so a calibrator can follow in a
     Pipeline. Its columns are the verbalizer's classes in sorted order (``classes_``),

