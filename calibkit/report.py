@@ -35,6 +35,7 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import train_test_split
 
 from . import metrics as M
+from .progress import progress_bar
 from .version import __version__
 
 __all__ = ["Evaluation", "evaluate", "write_report", "METRICS"]
@@ -166,7 +167,8 @@ def evaluate(
     )
     y_cal, y_eval = labels[idx_cal], labels[idx_eval]
     probs = {"uncalibrated": M.to_probs(logp[idx_eval], input="logprobs")}
-    with _progress_bar(progress, total=(len(calibrators) + 1) * len(chosen) * n_boot, unit="resample") as bar:
+    with progress_bar((len(calibrators) + 1) * len(chosen) * n_boot, progress, desc="calibkit", unit="resample",
+                      leave=True, dynamic_ncols=True) as bar:
         for name, cal in calibrators.items():
             _say(bar, f"fitting {name}")
             fitted = clone(cal).fit(logp[idx_cal], np.array(classes, dtype=object)[y_cal].tolist())
@@ -203,17 +205,6 @@ def _metric_names(metrics: Sequence[str] | None) -> list[str]:
     if unknown:
         raise ValueError(f"metrics= has unknown name(s) {', '.join(map(repr, unknown))}; choose from: {choices}")
     return list(dict.fromkeys(names))
-
-
-_SHOW_AFTER_S = 2.0  # progress=None: a bar only for work that takes longer than this
-
-
-def _progress_bar(progress: bool | None, *, total: int, unit: str) -> Any:
-    """A tqdm bar on stderr (a widget in notebooks), hidden for progress=False."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=unit, disable=progress is False, delay=0 if progress else _SHOW_AFTER_S,
-                desc="calibkit", leave=True, dynamic_ncols=True)
 
 
 def _say(bar: Any, text: str) -> None:
@@ -306,7 +297,8 @@ def write_report(
     classwise = len(ev.classes) > 2
     labels = np.array(ev.classes, dtype=object)[ev.y]
     singles, per_class = [], []
-    with _progress_bar(progress, total=(1 + len(ev.probs) * (2 if classwise else 1)), unit="figure") as bar:
+    with progress_bar(1 + len(ev.probs) * (2 if classwise else 1), progress, desc="calibkit", unit="figure",
+                      leave=True, dynamic_ncols=True) as bar:
         _say(bar, "drawing reliability.png")
         fig = plot_reliability_grid(ev.y, ev.probs, ncols=min(len(ev.probs), 4))
         fig.savefig(out / "reliability.png", dpi=110)

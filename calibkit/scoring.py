@@ -48,11 +48,11 @@ import numpy as np
 
 from .backends.base import Backend
 from .label_scores import LabelScores
+from .progress import progress_bar
 from .templates import PromptTemplate, Verbalizer, check_traps, iter_examples, warn_traps
 
 __all__ = [
     "CONTENT_FREE",
-    "PROGRESS_DELAY",
     "TokenizationError",
     "content_free_scores",
     "domain_context_scores",
@@ -75,24 +75,6 @@ def _logsumexp_rows(a: np.ndarray, groups: Sequence[int], k: int) -> np.ndarray:
     for j, g in enumerate(groups):
         out[:, g] = np.logaddexp(out[:, g], a[:, j])
     return out
-
-
-#: Seconds a run lasts before its progress bar appears (with ``progress=None``).
-PROGRESS_DELAY = 2.0
-
-
-def _progress_bar(total: int, enabled: bool | None, desc: str, unit: str) -> Any:
-    """A tqdm bar on stderr: None shows it once the run has lasted :data:`PROGRESS_DELAY` seconds."""
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        disable=enabled is False,
-        delay=PROGRESS_DELAY if enabled is None else 0.0,
-        unit=unit,
-        leave=False,
-    )
 
 
 def _topk(
@@ -141,7 +123,7 @@ def _topk(
 
 def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: bool | None) -> np.ndarray:
     pairs = [(p, f) for p in prompts for f in forms]
-    with _progress_bar(len(pairs), progress, "exact", "form") as bar:
+    with progress_bar(len(pairs), progress, desc="exact", unit="form") as bar:
         answers = backend.continuation_logprobs(pairs, progress=bar.update)
     out = np.empty((len(prompts), len(forms)))
     for idx, ans in enumerate(answers):
@@ -190,7 +172,7 @@ def score(
         :class:`~calibkit.LocalModel` (the default, the embedded model), your own.
     method : ``"auto"``, ``"topk"`` or ``"exact"`` (see the module's doc).
     k : top-k for ``"topk"``/``"auto"`` (default: the endpoint's cap, else 20).
-    progress : a tqdm bar on stderr; None shows it once a run has lasted two seconds,
+    progress : a tqdm bar on stderr (see :mod:`calibkit.progress`); None shows it once a run has lasted two seconds,
         False never.
     check : warn (:class:`~calibkit.TokenizationWarning`) of the tokenization traps
         that distort ``method`` (see :func:`~calibkit.check_traps`): a form of several
@@ -242,7 +224,7 @@ def score(
             fv = _exact(backend, prompts, forms, progress)
             exact[:] = True
         else:
-            with _progress_bar(n, progress, f"top-{k_used}", "prompt") as bar:
+            with progress_bar(n, progress, desc=f"top-{k_used}", unit="prompt") as bar:
                 answers = backend.top_k(prompts, k_used, progress=bar.update)
             fv, fc, cv, cc = _topk(answers, first, multi, form_class, K, k_used)
         if method == "auto" and not exact.all():

@@ -162,7 +162,7 @@ def test_a_bar_shows_once_a_run_lasts_and_never_when_told_not_to(capsys, monkeyp
     assert capsys.readouterr().err == ""  # quick: no bar
     ck.score(texts, TPL, VERB, TableBackend(dists), method="topk", progress=True)
     assert "top-20" in capsys.readouterr().err
-    monkeypatch.setattr("calibkit.scoring.PROGRESS_DELAY", 0.1)
+    monkeypatch.setattr("calibkit.progress.PROGRESS_DELAY", 0.1)
     ck.score(texts, TPL, VERB, SlowBackend(dists), method="topk")
     assert "top-20" in capsys.readouterr().err  # slow: the bar shows after the delay
     ck.score(texts, TPL, VERB, SlowBackend(dists), method="topk", progress=False)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ...cache import default_cache_path
+from ...progress import progress_bar
 
 __all__ = ["DEFAULT_MODEL_NAME", "assemble_gguf", "default_model_path"]
 
@@ -86,17 +87,14 @@ def assemble_gguf(
     >>> out.read_bytes()
     b'GGUF'
     """
-    from tqdm.auto import tqdm
-
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     paths = [Path(c) for c in chunks]
     digest = hashlib.sha256()
     tmp = target.with_name(f"{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
     try:
-        with tmp.open("xb") as out, tqdm(
-            total=sum(p.stat().st_size for p in paths), unit="B", unit_scale=True,
-            desc=target.name, leave=False, disable=progress is False, delay=0.0 if progress else 2.0,
+        with tmp.open("xb") as out, progress_bar(
+            sum(p.stat().st_size for p in paths), progress, desc=target.name, unit="B", unit_scale=True
         ) as bar:
             for p in paths:
                 with p.open("rb") as f:

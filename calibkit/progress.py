@@ -1,0 +1,34 @@
+"""Progress bars: one rule for every wait in calibkit (scoring, assembling the model, the report).
+
+``progress=None`` (the default everywhere) shows a bar once the work has lasted
+:data:`PROGRESS_DELAY` seconds, so quick calls stay silent, and honours tqdm's own
+``TQDM_DISABLE`` environment variable; ``True`` shows it at once; ``False`` never.
+Bars go to stderr (a widget in notebooks), so stdout keeps the results.
+
+>>> progress_bar(3, False, desc="scoring", unit="ex").disable
+True
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["PROGRESS_DELAY", "progress_bar"]
+
+#: Seconds a piece of work lasts before its bar appears (with ``progress=None``).
+PROGRESS_DELAY = 2.0
+
+
+def progress_bar(total: int | float, progress: bool | None, *, desc: str | None = None, unit: str = "it",
+                 **options: Any) -> Any:
+    """A tqdm bar for ``total`` steps under the rule above; ``options`` go to tqdm."""
+    from tqdm.auto import tqdm
+
+    if progress is None:
+        # Read here, not left to tqdm, which reads its TQDM_* variables once, when it is imported.
+        progress = os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
+        delay = PROGRESS_DELAY
+    else:
+        delay = 0.0
+    return tqdm(total=total, desc=desc, unit=unit, delay=delay, disable=not progress, **{"leave": False, **options})
