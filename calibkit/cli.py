@@ -123,7 +123,7 @@ def _check_backend_args(args: argparse.Namespace) -> None:
     if api_only and not args.api_base:
         raise ValueError(f"{' and '.join(api_only)} set how calibkit waits on a completions API; give --api-base "
                          "too (the embedded model answers in-process)")
-    if args.timeout is not None and not args.timeout > 0:
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
         raise ValueError(f"--timeout must be a positive number of seconds (got {args.timeout})")
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise ValueError(f"--max-in-flight must be at least 1 (got {args.max_in_flight})")
@@ -307,6 +307,10 @@ def _limit(frame, label_column: str, args: argparse.Namespace):
         if labels is not None and args.limit < labels.nunique():
             raise ValueError(f"--limit {args.limit} is fewer rows than the {labels.nunique()} classes --stratify "
                              "must draw from; raise --limit")
+        if labels is not None and n - args.limit < labels.nunique():
+            raise ValueError(f"--stratify leaves out at least one row of each of the {labels.nunique()} classes, so "
+                             f"--limit can be at most {n - labels.nunique()} of these {n} rows; lower --limit, or "
+                             "leave out --limit to take them all")
         keep, _ = train_test_split(range(n), train_size=args.limit, random_state=args.seed, stratify=labels)
         frame = frame.iloc[sorted(keep)]
         how = f"a {'stratified ' if args.stratify else ''}random sample (--seed {args.seed}) of"
@@ -499,7 +503,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     y = _labels(ds)
     if len({repr(v) for v in y}) < 2:
         raise ValueError(f"all {len(y)} examples are labelled {y[0]!r}, and calibrating needs two classes or more"
-                         + (": --limit took the first rows; add --shuffle or --stratify" if args.limit else ""))
+                         + (": --limit took the first rows; add --shuffle or --stratify"
+                            if args.limit and not (args.shuffle or args.stratify) else ""))
     backend = _backend(args)
     _check_k(args, backend)
     classes = list(ds.verbalizer.classes)

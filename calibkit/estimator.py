@@ -18,6 +18,7 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -331,7 +332,10 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
     classifier its labels encoded as 0..K-1 in sorted order instead (cross_val_predict
     with ``method="predict_proba"``, CalibratedClassifierCV, MAPIE's cross-conformal
     classifier); those are read as such when ``y`` holds all of 0..K-1 and they are not
-    the verbalizer's classes themselves, and ``classes_`` is then 0..K-1.
+    the verbalizer's classes themselves, and ``classes_`` is then 0..K-1. So integers
+    given for a string-keyed verbalizer mean its classes in *sorted* order (0 is
+    ``sorted(classes)[0]``), whatever order the verbalizer lists them in; that is not
+    the order of ``ck.score``'s columns, which follow the verbalizer.
 
     Attributes
     ----------
@@ -390,6 +394,14 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
         fit_labels = np.arange(len(names)) if isinstance(self.calibration, str) else self.classes_
         self.calibrator_.fit(scores, fit_labels[y_idx])
         self._fit_labels = fit_labels
+        learnt = getattr(self.calibrator_, "classes_", None)
+        if learnt is not None and len(learnt) < len(fit_labels):
+            missing = [c for c in fit_labels.tolist() if c not in set(np.asarray(learnt).tolist())]
+            warnings.warn(
+                f"the calibrator {type(self.calibrator_).__name__} learnt only the classes of y, and y has no "
+                f"example of {missing}: predict_proba gives those probability 0; give y examples of every class",
+                UserWarning, stacklevel=2,
+            )
         return self
 
     def scores(self, X: Any) -> LabelScores:

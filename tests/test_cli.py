@@ -361,6 +361,8 @@ def no_model(monkeypatch):
     (["score", "{data}", "--api-base", "http://127.0.0.1:9/v1", "--max-in-flight", "0"], ["--max-in-flight"]),
     (["score", "{data}", "--shuffle"], ["--shuffle", "--limit"]),
     (["score", "{data}", "--limit", "4", "--shuffle", "--stratify"], ["--shuffle", "--stratify"]),
+    (["score", "{data}", "--limit", "11", "--stratify"], ["--limit can be at most 10"]),
+    (["eval", "{data}", "--api-base", "http://127.0.0.1:9/v1", "--timeout", "inf"], ["--timeout", "positive"]),
     (["eval", "{data}", "--limit", "3"], ["'bad'", "--shuffle or --stratify"]),
     (["peek", "Hello", "-k", "0"], ["-k must be at least 1"]),
 ])

@@ -123,7 +123,7 @@ class AdaptiveLimiter:
     """How many requests may be in flight at once, adapted to what the server sustains.
 
     AIMD, as TCP paces its sending window: ``limit`` starts at ``maximum``; a request
-    that meets a sign of overload (a timeout, a 429 or 503) halves it, down to 1; ``limit``
+    that meets a sign of overload (a timeout, a 429, 503 or 504) halves it, down to 1; ``limit``
     answers in a row grow it by one, back up to ``maximum``. Requests sent before the
     last cut went out under the old limit: their overload is the same burst and does
     not cut again, nor do their answers count towards growing back.
@@ -616,7 +616,14 @@ class Client(Backend):
                 log.warning("no answer within %g s for a request of %d prompts: sending them as requests of %d",
                             self.timeout, len(pack), half)
                 self.splits += 1
-                await asyncio.gather(one(pack[:half]), one(pack[half:]))
+                await asyncio.sleep(_backoff(0))  # as before a retry: the server may still be busy
+                halves = await asyncio.gather(one(pack[:half]), one(pack[half:]), return_exceptions=True)
+                for r in halves:  # both halves end before this does; the first real error is the pack's
+                    if isinstance(r, BaseException) and not isinstance(r, _NotSent):
+                        raise r
+                for r in halves:
+                    if isinstance(r, BaseException):
+                        raise r
                 return
             except BaseException:
                 failed.set()  # what has not been sent yet, is not sent at all

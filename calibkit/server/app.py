@@ -226,15 +226,18 @@ def create_app(
                          headers={"Retry-After": str(cfg.retry_after)}) from None
         answer = asyncio.wrap_future(fut)
         gone = asyncio.ensure_future(_disconnected(request))
-        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not answer.done():
-            # The client gave up (a timeout closes its connection): drop the job if it is
-            # still queued, so that a busy server does not work through abandoned requests
-            # while the client's retries wait behind them.
-            answer.cancel()
+        try:
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not answer.done():
+                # The client gave up (a timeout closes its connection), or the server is
+                # stopping: drop the job if it is still queued, so that a busy server does
+                # not work through abandoned requests while the client's retries wait.
+                answer.cancel()
+        if answer.cancelled():
             worker.clients_gone += 1
             raise _ClientGone
-        gone.cancel()
         try:
             return answer.result()
         except InvalidRequestError as e:  # e.g. the prompt is longer than the context
