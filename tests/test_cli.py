@@ -52,6 +52,15 @@ def test_eval_writes_the_report_folder(tmp_path) -> None:
         assert name in table
     assert "[" in table and "]" in table  # intervals
     assert {"index.html", "metrics.csv", "metrics.md", "reliability.png"} <= {p.name for p in out.iterdir()}
+    for doing in ("loading the embedded model", "scoring the contextual calibration's content-free inputs",
+                  "scoring 60 examples with google/gemma-3-270m", "fitting 3 calibrator(s)", "writing the report"):
+        assert f"calibkit: {doing}" in r.stderr  # every wait says what it is doing
+    import json
+
+    info = json.loads((out / "evaluation.json").read_text())
+    assert info["verbalizer"] == {"negative": [" negative"], "positive": [" positive"]}
+    assert info["model settings"]["n_batch"] == 64 and info["calibkit version"]
+    assert info["sample"] == "the first 60 of 300 rows"
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -297,6 +306,20 @@ def test_calibrate_reads_typed_classes_and_labels(capsys, tmp_path) -> None:
     assert "--calibrators nope" in one_line_error(capsys, ["calibrate", str(path), "--calibrators", "nope"])
     line = one_line_error(capsys, ["calibrate", str(path), "--label-column", "stars"])
     assert "--label-column" in line and "label_column" not in line
+
+
+def test_metrics_choose_the_report_columns_and_bootstraps(capsys, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, size=80)
+    path = tmp_path / "s.csv"
+    write_scores(path, LabelScores.from_logprobs(np.log(rng.dirichlet([1, 1], size=80)), ["a", "b"]),
+                 pd.DataFrame({"label": np.array(["a", "b"])[y]}))
+    out = tmp_path / "report"
+    assert cli.main(["calibrate", str(path), "--calibrators", "temperature", "--metrics", "ece,accuracy",
+                     "--bootstrap", "20", "--out", str(out)]) == 0
+    assert "bootstrapping ece, accuracy (--bootstrap 20" in capsys.readouterr().err
+    columns = pd.read_csv(out / "metrics.csv", index_col=0).columns
+    assert sorted(columns) == ["accuracy", "accuracy_high", "accuracy_low", "ece", "ece_high", "ece_low"]
 
 
 def test_calibrate_says_how_to_make_a_scores_file(capsys, tmp_path) -> None:
