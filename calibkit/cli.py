@@ -196,7 +196,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text-column", action="append", metavar="NAME",
                    help="a CSV/JSONL file's text column; repeat for a multi-field template")
     g.add_argument("--label-column", metavar="NAME", help="a CSV/JSONL file's label column (default: label)")
-    g.add_argument("--limit", type=int, default=None,
+    g.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only N examples: the first N, or a seeded sample with --shuffle or --stratify")
     g.add_argument("--shuffle", action="store_true", help="with --limit: a random sample of N rows (--seed)")
     g.add_argument("--stratify", action="store_true",
@@ -224,7 +224,7 @@ def _check_data_args(args: argparse.Namespace) -> None:
 
 
 def _seed_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the --shuffle / --stratify sample, the calibration split and the bootstrap (default 0)")
 
 
@@ -365,9 +365,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                         "contextual, domain, batch; chain them with +, in the order prior correction, scaling, "
                         "binning, e.g. contextual+temperature+isotonic "
                         f"(default: {DEFAULT_CALIBRATORS})")
-    g.add_argument("--calibration-fraction", type=float, default=0.5,
+    g.add_argument("--calibration-fraction", type=float, default=0.5, metavar="F",
                    help="share of the examples the calibrators are fitted on; the rest is held out (default 0.5)")
-    g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
+    g.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the intervals (default 1000)")
     g.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="NAMES",
                    help=f"comma-separated metrics to compute, each with its bootstrap: {', '.join(DEFAULT_METRICS)} "
                         "(default: all; smooth_ece's bootstrap is the slowest)")
@@ -480,9 +480,10 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="the main job: score a data set, fit calibrators, write a calibration report",
         description="Score a data set, fit each calibrator on a calibration split, evaluate all on the "
-        "held-out rest (accuracy, NLL, Brier, ECE, smooth ECE, each with a bootstrap interval) and write "
-        "a report folder: metrics.csv, metrics.md, probabilities.csv, reliability diagrams (PNG) and "
-        "index.html. With no arguments: the embedded model on the bundled sentiment set.",
+        "held-out rest (accuracy, NLL, Brier, ECE, smooth ECE, each with a bootstrap interval; --metrics "
+        "chooses) and write a report folder: metrics.csv, metrics.md, probabilities.csv (with each calibrator's "
+        "prediction), confusion_matrix.csv, evaluation.json (the settings), reliability diagrams (PNG, per class "
+        "too for more than two classes) and index.html. With no arguments: the embedded model on the bundled sentiment set.",
         epilog="examples:\n  calibkit eval\n  calibkit eval ../shared/data/sst2/dev.txt --limit 300 "
         "--calibrators contextual,temperature\n  calibkit eval agnews.csv --api-base $ACS_API_BASE --model llama-8b",
         formatter_class=argparse.RawDescriptionHelpFormatter,
