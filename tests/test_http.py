@@ -191,15 +191,20 @@ def one_at_a_time(seconds: float, per_prompt: bool = False):
     return answer
 
 
-def test_a_slow_one_at_a_time_server_paces_the_client_and_the_scores_are_right(scripted_server, caplog) -> None:
-    X, _ = sst2("dev", 24)
-    settings = dict(model="m", max_prompts_per_request=2, cache=False)
+def scores_from_a_fast_server(X: list[str], settings: dict, method: str) -> ck.LabelScores:
+    """What a client with ``settings`` scores against a server that answers at once."""
     fast = ScriptedServer()
     try:
         fast.default = faithful
-        expected = ck.score(X, TPL, VERB, ck.Client(fast.url, **settings), method="auto", k=3, check=False)
+        return ck.score(X, TPL, VERB, ck.Client(fast.url, **settings), method=method, k=3, check=False)
     finally:
         fast.close()
+
+
+def test_a_slow_one_at_a_time_server_paces_the_client_and_the_scores_are_right(scripted_server, caplog) -> None:
+    X, _ = sst2("dev", 24)
+    settings = dict(model="m", max_prompts_per_request=2, cache=False)
+    expected = scores_from_a_fast_server(X, settings, "auto")
     assert expected.censored.any() and expected.exact.any()  # both passes: top-k, then echo
     # 8 requests at once take 0.8 s at this server: the last ones time out at 0.5 s.
     scripted_server.default = one_at_a_time(0.1)
@@ -219,12 +224,7 @@ def test_a_slow_one_at_a_time_server_paces_the_client_and_the_scores_are_right(s
 def test_a_request_too_big_to_answer_in_time_is_split_until_it_is_not(scripted_server, caplog) -> None:
     X, _ = sst2("dev", 16)
     settings = dict(model="m", max_prompts_per_request=16, cache=False)
-    fast = ScriptedServer()
-    try:
-        fast.default = faithful
-        expected = ck.score(X, TPL, VERB, ck.Client(fast.url, **settings), method="topk", k=3, check=False)
-    finally:
-        fast.close()
+    expected = scores_from_a_fast_server(X, settings, "topk")
     # 0.1 s a prompt: 16 prompts take 1.6 s, more than the timeout even alone; 4 take 0.4 s.
     scripted_server.default = one_at_a_time(0.1, per_prompt=True)
     api = ck.Client(scripted_server.url, timeout=0.7, max_in_flight=1, max_retries=2, **settings)
