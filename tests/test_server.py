@@ -9,8 +9,10 @@ curl and Python examples, the openai package and calibkit's own Client against i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -24,7 +26,9 @@ import pytest
 from calibkit.api import NUMERIC_FIELDS, Choice, CompletionRequest, CompletionResponse, InvalidRequestError, Logprobs, Usage
 from calibkit.server import ServerConfig, create_app, create_key, revoke_key
 
-from server_harness import ServerProcess, assert_error_shape
+from server_harness import (
+    ServerProcess, ThreadedServer, assert_error_shape, assert_raw_error_shape, parse_raw_response, read_all,
+)
 
 
 # -- a scripted model, for the rules that do not need a real one ---------------------------
@@ -380,6 +384,238 @@ def test_the_openapi_document_states_the_request_rules(tmp_path):
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
+# -- hardening, over real HTTP (uvicorn on 127.0.0.1, as calibkit serve runs it) -------------
+def _scripted_app(config: ServerConfig = LIMITS, **kw):
+    model = ScriptedModel()
+    return create_app({"llama-8b": model}, config=config, **kw), model
+
+
+def _head(length: int | str, extra: str = "", ctype: str = "application/json") -> bytes:
+    return (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+
+
+@pytest.fixture
+def uvicorn_logs(caplog):
+    """caplog, also fed by uvicorn's own loggers (which its logging config keeps from the root)."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="calibkit")
+    caplog.set_level(logging.DEBUG, logger="uvicorn")
+    loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    for lg in loggers:
+        lg.addHandler(caplog.handler)
+    yield caplog
+    for lg in loggers:
+        lg.removeHandler(caplog.handler)
+
+
+def test_a_body_shorter_than_its_content_length_is_a_json_408_not_a_hang():
+    app, model = _scripted_app(dataclasses.replace(LIMITS, body_timeout=1))
+    body = json.dumps(_body()).encode()
+    try:
+        with ThreadedServer(app) as srv:
+            # Promise 100 bytes, send 10, then wait: the server answers and closes the connection.
+            err = assert_raw_error_shape(srv.raw(_head(100) + body[:10]), 408)
+            assert err["code"] == "request_timeout" and "Content-Length" in err["message"]
+            # A body trickling in slower than the limit allows is cut off the same way.
+            with srv.connect() as sock:
+                sock.sendall(_head(len(body)))
+                for i in range(len(body)):
+                    if select.select([sock], [], [], 0.1)[0]:  # the answer came: stop sending
+                        break
+                    sock.sendall(body[i:i + 1])
+                status, headers, _ = parse_raw_response(read_all(sock))
+            assert status == 408 and headers["connection"] == "close"
+            assert model.seen == []
+            assert httpx.post(srv.url + "/v1/completions", json=_body(), timeout=60).status_code == 200
+    finally:
+        app.state.worker.close()
+
+
+@pytest.mark.parametrize("raw", [
+    _head("abc") + b"{}",                                  # a non-numeric Content-Length
+    _head("12, 13") + b"{}",
+    b"HELLO THERE\r\n\r\n",                                # not HTTP
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS ClientHello, to a plain port
+    b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+])
+def test_malformed_http_is_a_json_400_in_the_error_shape(raw):
+    app, model = _scripted_app()
+    try:
+        with ThreadedServer(app) as srv:
+            err = assert_raw_error_shape(srv.raw(raw), 400)
+            assert err["code"] == "malformed_http" and "Content-Length" in err["message"]
+            assert httpx.post(srv.url + "/v1/completions", json=_body(), timeout=60).status_code == 200
+        assert len(model.seen) == 1  # only the well-formed request reached the model
+    finally:
+        app.state.worker.close()
+
+
+def test_a_client_leaving_mid_body_is_one_info_line_not_a_traceback(uvicorn_logs):
+    import logging
+
+    app, model = _scripted_app()
+    try:
+        with ThreadedServer(app, log_level="info", log_config=None) as srv:  # keep caplog's handlers
+            for _ in range(20):
+                with srv.connect() as sock:
+                    sock.sendall(_head(100) + b'{"model": ')
+                    time.sleep(0.02)
+            for _ in range(6000):
+                if sum("left while sending" in r.getMessage() for r in uvicorn_logs.records) == 20:
+                    break
+                time.sleep(0.01)
+        left = [r for r in uvicorn_logs.records if "left while sending" in r.getMessage()]
+        assert len(left) == 20 and {r.levelno for r in left} == {logging.INFO}
+        mine = [r for r in uvicorn_logs.records if r.name.startswith(("uvicorn", "calibkit"))]
+        assert [r.getMessage() for r in mine if r.levelno >= logging.WARNING] == []
+        assert [r for r in mine if r.exc_info] == []
+        assert "Traceback" not in uvicorn_logs.text and model.seen == []
+    finally:
+        app.state.worker.close()
+
+
+def test_keys_in_the_query_string_are_refused_and_never_logged(tmp_path, uvicorn_logs):
+    key, _ = create_key(tmp_path / "keys.json")
+    for keys in (tmp_path / "keys.json", None):
+        app, model = _scripted_app(keys=keys)
+        try:
+            with ThreadedServer(app, log_level="info", log_config=None) as srv:  # keep caplog's handlers
+                for name in ("api_key", "key", "access_token"):
+                    r = httpx.post(f"{srv.url}/v1/completions?{name}={key}", json=_body(), timeout=60)
+                    err = assert_error_shape(r, 401, param=name)
+                    assert err["code"] == "key_in_query" and "Authorization: Bearer" in err["message"]
+                    assert key not in r.text
+                r = httpx.get(f"{srv.url}/v1/models?api_key={key}", timeout=60)
+                assert_error_shape(r, 401, param="api_key")
+                assert httpx.get(f"{srv.url}/health?x={key}", timeout=60).status_code == 200
+            assert model.seen == []
+        finally:
+            app.state.worker.close()
+    access = [r.getMessage() for r in uvicorn_logs.records if r.name == "uvicorn.access"]
+    assert len(access) == 10 and all("?[redacted]" in line for line in access), access
+    server_lines = [r.getMessage() for r in uvicorn_logs.records if r.name.startswith(("uvicorn", "calibkit"))]
+    assert not [line for line in server_lines if key.split("_", 2)[2] in line]  # (httpx logs its own URLs)
+
+
+def test_only_json_bodies_are_accepted(tmp_path):
+    app, model = _scripted_app()
+    body = json.dumps(_body())
+    try:
+        with ThreadedServer(app) as srv:
+            url = srv.url + "/v1/completions"
+            for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                          "application/jsonp", None):
+                headers = {} if ctype is None else {"Content-Type": ctype}
+                r = httpx.post(url, content=body, headers=headers, timeout=60)
+                err = assert_error_shape(r, 415, param=None)
+                assert err["code"] == "unsupported_media_type"
+                assert "Content-Type: application/json" in err["message"]
+            assert model.seen == []
+            for ok in ("application/json", "application/json; charset=utf-8", "Application/JSON"):
+                assert httpx.post(url, content=body, headers={"Content-Type": ok}, timeout=60).status_code == 200
+    finally:
+        app.state.worker.close()
+
+
+def test_one_request_may_not_ask_for_more_tokens_than_max_request_tokens():
+    app, model = _scripted_app(ServerConfig())  # the default limits
+    try:
+        with ThreadedServer(app) as srv:
+            url = srv.url + "/v1/completions"
+            huge = _body(prompt=[f"p{i}" for i in range(64)], n=16, max_tokens=512)
+            err = assert_error_shape(httpx.post(url, json=huge, timeout=60), 400, param="max_tokens")
+            assert err["code"] == "request_too_costly"
+            for word in ("prompt", "n", "best_of", "max_tokens", "524288", "8192"):
+                assert word in err["message"], word
+            err = assert_error_shape(
+                httpx.post(url, json=_body(prompt=["a"] * 4, n=2, best_of=5, max_tokens=500), timeout=60), 400)
+            assert "4 prompt(s) x 5 (the larger of n and best_of) x 500 max_tokens = 10000" in err["message"]
+            assert model.seen == []
+            fits = _body(prompt=["a"] * 4, n=4, max_tokens=512)  # 8192 exactly
+            assert httpx.post(url, json=fits, timeout=60).status_code == 200
+    finally:
+        app.state.worker.close()
+
+
+class TokenModel(ScriptedModel):
+    """Generates up to max_tokens "tokens", one per 10 ms, polling ``cancel`` between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generated = 0
+        self.stopped = threading.Event()
+
+    def complete(self, req: CompletionRequest, cancel: threading.Event | None = None) -> CompletionResponse:
+        from calibkit.server.engine import Cancelled
+
+        self.seen.append(req)
+        self.entered.set()
+        for _ in range(req.max_tokens or 0):
+            if cancel is not None and cancel.is_set():
+                self.stopped.set()
+                raise Cancelled("stopped")
+            self.generated += 1
+            time.sleep(0.01)
+        return CompletionResponse(id="cmpl-tokens", model=self.name, choices=[
+            Choice(index=0, text=" ok", logprobs=None, finish_reason="length")], usage=Usage(1, 1, 2), created=1)
+
+
+def test_a_running_generation_stops_when_its_client_leaves():
+    model = TokenModel()
+    app = create_app({"llama-8b": model}, config=ServerConfig(max_tokens_limit=100_000, max_request_tokens=100_000))
+    try:
+        with ThreadedServer(app) as srv:
+            url = srv.url + "/v1/completions"
+            with pytest.raises(httpx.ReadTimeout):  # 100,000 tokens would take 1,000 s
+                httpx.post(url, json=_body(max_tokens=100_000), timeout=1)
+            assert model.stopped.wait(60)
+            for _ in range(6000):
+                if app.state.worker.cancelled == 1:
+                    break
+                time.sleep(0.01)
+            assert app.state.worker.cancelled == 1 and app.state.worker.clients_gone == 1
+            assert model.generated < 100_000
+            assert httpx.post(url, json=_body(max_tokens=3), timeout=60).status_code == 200
+    finally:
+        app.state.worker.close()
+
+
+def test_thirty_two_first_requests_with_one_key_run_one_scrypt(tmp_path):
+    from calibkit.server import KeyFile
+
+    key, entry = create_key(tmp_path / "keys.json")
+    keyfile = KeyFile(tmp_path / "keys.json")
+    app, model = _scripted_app(keys=keyfile)
+    head, kid, secret = key.split("_", 2)
+    wrong = f"{head}_{kid}_{'A' * len(secret)}"
+    try:
+        with ThreadedServer(app) as srv:
+            url = srv.url + "/v1/models"
+            start = threading.Barrier(32)
+            codes: list[int] = []
+
+            def client(k: str) -> None:
+                start.wait(60)
+                codes.append(httpx.get(url, headers={"Authorization": f"Bearer {k}"}, timeout=120).status_code)
+
+            threads = [threading.Thread(target=client, args=(key,)) for _ in range(32)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            assert codes == [200] * 32 and keyfile.kdf_calls == 1
+            # A wrong secret for an existing id: one scrypt, then remembered, however often it is sent.
+            for _ in range(10):
+                assert httpx.get(url, headers={"Authorization": f"Bearer {wrong}"}, timeout=60).status_code == 401
+            assert keyfile.kdf_calls == 2
+            revoke_key(tmp_path / "keys.json", entry["id"])  # and revocation still takes effect at once
+            assert httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code == 401
+    finally:
+        app.state.worker.close()
+
+
 # -- a real server over the embedded model -------------------------------------------------
 REFERENCE_CURL = """curl -s "$ACS_API_BASE/completions" \\
   -H "Authorization: Bearer $ACS_API_KEY" \\
@@ -564,3 +800,56 @@ def test_serve_refuses_unsafe_or_broken_setups_before_serving(tmp_path, args, wo
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and words in r.stderr, r.stderr[-2000:]
     assert "on http://" not in r.stdout
+
+
+class _SetAfter(threading.Event):
+    """An event that reads as set from its ``after + 1``-th poll on; counts the polls."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.polls = after, 0
+
+    def is_set(self) -> bool:
+        self.polls += 1
+        return self.polls > self.after or super().is_set()
+
+
+@pytest.mark.model
+def test_local_completions_stop_between_tokens_once_cancelled(local_model):
+    from calibkit.server.completions import LocalCompletions
+    from calibkit.server.engine import Cancelled
+
+    gen = LocalCompletions(local_model)
+    req = CompletionRequest(model=gen.name, prompt="1, 2, 3, 4,", max_tokens=40, temperature=0)
+    want = gen.complete(req)
+    assert want.usage.completion_tokens > 5
+    cancel = _SetAfter(6)  # one poll before the prompt, then one before each token
+    with pytest.raises(Cancelled, match="after 5 token"):
+        gen.complete(req, cancel=cancel)
+    assert cancel.polls == 7
+    again = gen.complete(req)  # the engine is in order after a stop
+    assert again.choices[0].text == want.choices[0].text and again.usage == want.usage
+
+
+@pytest.mark.model
+def test_a_real_generation_stops_when_its_client_leaves(local_model):
+    from calibkit.server.completions import LocalCompletions
+
+    config = ServerConfig(max_tokens_limit=1500, max_request_tokens=100_000)
+    app = create_app({"llama-8b": LocalCompletions(local_model)}, config=config)
+    worker = app.state.worker
+    try:
+        with ThreadedServer(app) as srv:
+            url = srv.url + "/v1/completions"
+            long = _body(prompt="1, 2, 3, 4,", max_tokens=1500, n=16, temperature=0)  # 24,000 tokens
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url, json=long, timeout=3)
+            for _ in range(12000):
+                if worker.cancelled == 1:
+                    break
+                time.sleep(0.01)
+            assert worker.cancelled == 1 and worker.clients_gone == 1
+            ok = httpx.post(url, json=_body(prompt="Hi", max_tokens=2), timeout=120)
+            assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] <= 2
+    finally:
+        worker.close()

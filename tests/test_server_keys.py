@@ -108,3 +108,83 @@ def test_cli_create_prints_the_key_once_alone_on_the_last_line(tmp_path):
     assert again.returncode == 1 and f"no key with id '{kid}'" in again.stderr
     missing = _cli("list", "--keys-file", str(tmp_path / "none.json"))
     assert missing.returncode == 1 and "calibkit keys create" in missing.stderr
+
+
+def _wrong_secret(key: str) -> str:
+    head, kid, secret = key.split("_", 2)
+    return f"{head}_{kid}_{secret[:-1] + ('A' if secret[-1] != 'A' else 'B')}"
+
+
+def test_a_wrong_secret_costs_what_an_unknown_id_costs_and_each_failure_once(tmp_path):
+    path = tmp_path / "keys.json"
+    key, entry = create_key(path)
+    kf = KeyFile(path)
+    unknown = f"ck_{'0' * 8}_{key.split('_', 2)[2]}"
+    # Each kind of wrong key runs exactly one scrypt the first time (an unknown id, or a
+    # malformed key, is checked against a dummy hash), then none: the outcome is remembered.
+    for wrong in (_wrong_secret(key), unknown, "not-a-key"):
+        before = kf.kdf_calls
+        for _ in range(5):
+            assert kf.verify(wrong) is None
+            assert kf.remembered(wrong) == (True, None)
+        assert kf.kdf_calls == before + 1, wrong
+    assert kf.remembered(key) == (False, None)  # never checked yet: only verify can tell
+    assert kf.verify(key) == entry["id"] and kf.remembered(key) == (True, entry["id"])
+    assert kf.kdf_calls == 4
+
+
+def test_concurrent_first_requests_with_one_key_share_one_scrypt(tmp_path):
+    import threading
+
+    path = tmp_path / "keys.json"
+    key, entry = create_key(path)
+    kf = KeyFile(path)
+    start = threading.Barrier(32)
+    got: list = []
+
+    def check() -> None:
+        start.wait(60)
+        got.append(kf.verify(key))
+
+    threads = [threading.Thread(target=check) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert got == [entry["id"]] * 32 and kf.kdf_calls == 1
+
+
+def test_at_most_kdf_slots_scrypts_run_at_once(tmp_path):
+    import threading
+
+    path = tmp_path / "keys.json"
+    keys = [create_key(path)[0] for _ in range(8)]
+    kf = KeyFile(path, kdf_slots=2)
+    start = threading.Barrier(len(keys))
+    got: list = []
+
+    def check(key: str) -> None:
+        start.wait(60)
+        got.append(kf.verify(key))
+
+    threads = [threading.Thread(target=check, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert None not in got and len(got) == 8
+    assert kf.kdf_calls == 8 and 1 <= kf.kdf_peak <= 2
+
+
+def test_remembered_failures_are_bounded_and_forgotten_when_the_file_changes(tmp_path):
+    path = tmp_path / "keys.json"
+    key, entry = create_key(path)
+    kf = KeyFile(path, max_failures=2)
+    wrong = [f"ck_{i:08x}_nope" for i in range(3)]
+    for w in wrong:
+        assert kf.verify(w) is None
+    assert [kf.remembered(w)[0] for w in wrong] == [False, True, True]  # the oldest fell out
+    assert kf.verify(key) == entry["id"]
+    revoke_key(path, entry["id"])
+    assert kf.remembered(key) == (False, None)  # re-read: nothing remembered from before
+    assert kf.verify(key) is None

@@ -5,7 +5,13 @@ Routes: ``POST /v1/completions`` (and ``/completions``), ``GET /v1/models`` (and
 :meth:`calibkit.api.CompletionRequest.from_json` (booleans rejected in numeric
 fields, unknown fields rejected), then by the server's own limits, then queued for
 the one worker thread that owns the models (:mod:`calibkit.server.engine`). Every
-error is ``{"error": {"message", "type", "param", "code"}}``. A response names the
+error is ``{"error": {"message", "type", "param", "code"}}``. A POST body must be sent
+as ``Content-Type: application/json`` (else 415) within ``body_timeout`` seconds (else
+408); an API key is taken from the Authorization header only (one in the query string
+is 401); one request may ask for at most ``max_request_tokens`` generated tokens
+(prompts x max(n, best_of) x max_tokens). When a client leaves, its queued request is
+dropped and a running one is stopped at its next token (for a model whose
+``complete`` takes ``cancel=``, a :class:`threading.Event`). A response names the
 model behind the served name (``"model": "google/gemma-3-270m"`` for a request to
 "llama-8b"), as the ACS API answers "llama-8b" with "meta-llama/Llama-3.1-8B";
 ``GET /v1/models`` lists the served names, each with its ``root``.
@@ -23,22 +29,24 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..api import CompletionRequest, CompletionResponse, InvalidRequestError
 from .config import ServerConfig
-from .engine import QueueFull, Worker
+from .engine import Cancelled, QueueFull, Worker
 from .keys import KeyFile
 from .schema import openapi_schema
 
@@ -46,6 +54,8 @@ __all__ = ["ServerConfig", "create_app"]
 
 log = logging.getLogger("calibkit.server")
 
+# Query parameters that would carry an API key; the API takes keys in the Authorization header only.
+_KEY_PARAMS = frozenset({"api_key", "apikey", "api-key", "key", "access_token", "token"})
 
 
 class _Error(Exception):
@@ -102,6 +112,14 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+def _takes_cancel(model: Any) -> bool:
+    """Whether ``model.complete`` takes ``cancel=`` (a threading.Event it polls between tokens)."""
+    try:
+        return "cancel" in inspect.signature(model.complete).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Turn _Error into its response and anything unexpected into a logged 500, in the error shape."""
 
@@ -142,6 +160,7 @@ def create_app(
     cfg = config or ServerConfig()
     keyfile = KeyFile(keys) if keys is not None and not isinstance(keys, KeyFile) else keys
     worker = Worker(cfg.queue_size, cfg.batch_size)
+    cancellable = {name: _takes_cancel(m) for name, m in models.items()}
     n_ctx = min((getattr(m, "n_ctx", 0) or 0 for m in models.values()), default=0) or None
     schema_text = _dumps(openapi_schema(
         list(models), auth=keyfile is not None, logprobs_cap=cfg.logprobs_cap,
@@ -151,12 +170,18 @@ def create_app(
     started = int(time.time())
 
     async def authorize(request: Request) -> None:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        for name in request.query_params.keys():
+            if name.lower() in _KEY_PARAMS:
+                # Refused with or without a keys file: a key in a URL lands in logs and histories.
+                raise _Error(401, f"API keys are not accepted in the query string ({name}=...): send the "
+                                  f"header 'Authorization: Bearer <key>' instead, and treat that key as exposed",
+                             param=name, code="key_in_query", headers=challenge)
         if keyfile is None:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
-        challenge = {"WWW-Authenticate": "Bearer"}
         if not header:
             raise _Error(401, "no API key: send the header 'Authorization: Bearer <key>' "
                          "(keys come from: calibkit keys create --keys-file PATH)",
@@ -164,11 +189,20 @@ def create_app(
         if scheme.lower() != "bearer" or not token:
             raise _Error(401, "malformed Authorization header: expected 'Bearer <key>'",
                          code="invalid_api_key", headers=challenge)
-        key_id = await run_in_threadpool(keyfile.verify, token)
+        known, key_id = keyfile.remembered(token)  # no scrypt: cheap enough for the event loop
+        if not known:
+            key_id = await run_in_threadpool(keyfile.verify, token)
         if key_id is None:
             raise _Error(401, "invalid API key: this server's keys file does not hold it "
                          "(revoked, or from another server?)", code="invalid_api_key", headers=challenge)
         request.state.key_id = key_id
+
+    def require_json(request: Request) -> None:
+        ctype = request.headers.get("content-type")
+        if ctype is None or ctype.partition(";")[0].strip().lower() != "application/json":
+            got = "no Content-Type header" if ctype is None else f"Content-Type {_short(ctype, 60)}"
+            raise _Error(415, f"the request body must be JSON, sent with the header "
+                              f"'Content-Type: application/json' (got {got})", code="unsupported_media_type")
 
     async def read_body(request: Request) -> Any:
         limit = cfg.max_body_bytes
@@ -177,12 +211,28 @@ def create_app(
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise too_large
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        chunks: list[bytes] = []
+        size = 0
+
+        async def collect() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(collect(), cfg.body_timeout)
+        except asyncio.TimeoutError:
+            got = f"{size} of {declared} bytes" if declared.isdigit() else f"{size} bytes"
+            raise _Error(408, f"the request body did not arrive within {cfg.body_timeout} s ({got} came); "
+                              f"send the whole body at once, with a Content-Length that matches it",
+                         code="request_timeout", headers={"Connection": "close"}) from None
+        except ClientDisconnect:
+            log.info("client %s left while sending its request body (%d of %s bytes came)",
+                     _client(request), size, declared or "?")
+            raise _ClientGone from None
         raw = b"".join(chunks)
         if not raw.strip():
             raise _Error(400, "the request body is empty; send a JSON object such as "
@@ -216,11 +266,22 @@ def create_app(
             v = getattr(req, name)
             if v is not None and v > cfg.max_n:
                 raise _Error(400, f"{name} must be at most {cfg.max_n} on this server (got {v})", param=name)
+        samples = max(req.n or 1, req.best_of or 1)
+        cost = len(prompts) * samples * (req.max_tokens or 0)
+        if cost > cfg.max_request_tokens:
+            raise _Error(400, f"this request may generate {len(prompts)} prompt(s) x {samples} "
+                              f"(the larger of n and best_of) x {req.max_tokens} max_tokens = {cost} tokens; "
+                              f"this server takes at most {cfg.max_request_tokens} per request: lower "
+                              f"max_tokens, n or best_of, or split the prompts over several requests",
+                         param="max_tokens", code="request_too_costly")
         return req
 
     async def run(model: Any, req: CompletionRequest, request: Request) -> CompletionResponse:
+        cancel = threading.Event()  # set when the client leaves: a running generation stops at its next token
+        job = (functools.partial(model.complete, req, cancel=cancel) if cancellable[req.model]
+               else functools.partial(model.complete, req))
         try:
-            fut = worker.submit(functools.partial(model.complete, req), sort_key=req.prompts[0])
+            fut = worker.submit(job, sort_key=req.prompts[0])
         except QueueFull as e:
             raise _Error(503, str(e), type="server_error", code="queue_full",
                          headers={"Retry-After": str(cfg.retry_after)}) from None
@@ -235,6 +296,7 @@ def create_app(
                 # stopping: drop the job if it is still queued, so that a busy server does
                 # not work through abandoned requests while the client's retries wait.
                 answer.cancel()
+                cancel.set()
         if answer.cancelled():
             worker.clients_gone += 1
             raise _ClientGone
@@ -242,10 +304,13 @@ def create_app(
             return answer.result()
         except InvalidRequestError as e:  # e.g. the prompt is longer than the context
             raise _Error(400, e.message, param=e.param) from None
+        except Cancelled:  # stopped for this request's client, which has left
+            raise _ClientGone from None
 
     @_guarded
     async def completions(request: Request) -> Response:
         await authorize(request)
+        require_json(request)
         req = parse(await read_body(request))
         model = models.get(req.model)
         if model is None:
@@ -310,6 +375,11 @@ def create_app(
     app.state.worker = worker
     app.state.config = cfg
     return app
+
+
+def _client(request: Request) -> str:
+    c = request.client
+    return f"{c.host}:{c.port}" if c else "?"
 
 
 def _sse(resp: CompletionResponse, keep_logprobs: bool) -> Iterator[str]:

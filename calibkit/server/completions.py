@@ -15,6 +15,7 @@ applies) with the sampled token as a (k+1)-th entry when it is not among the top
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from ..api import Choice, CompletionRequest, CompletionResponse, Logprobs, Usage
 from ..backends.llamacpp import LocalModel
 from ..backends.llamacpp.engine import Engine, log_softmax_at, token_text
 from ..backends.llamacpp.sampler import Sampler
+from .engine import Cancelled
 
 __all__ = ["LocalCompletions"]
 
@@ -63,17 +65,26 @@ class LocalCompletions:
     def __repr__(self) -> str:
         return f"LocalCompletions({self.model!r})"
 
-    def complete(self, req: CompletionRequest) -> CompletionResponse:
-        """Answer ``req``; a list of prompts gets its choices routed back by index (prompt * n + j)."""
+    def complete(self, req: CompletionRequest, cancel: threading.Event | None = None) -> CompletionResponse:
+        """Answer ``req``; a list of prompts gets its choices routed back by index (prompt * n + j).
+
+        ``cancel``: polled before each prompt, each sample and each generated token; once
+        it is set, generation stops there and :class:`~calibkit.server.engine.Cancelled`
+        is raised (the server sets it when the request's client has left).
+
+        >>> gen.complete(req, cancel=threading.Event())   # doctest: +SKIP
+        """
         req.validate()
         eng = self.model.engine
         parts = []
         for prompt in req.prompts:
+            _check(cancel)
             with eng.lock:
-                parts.append(self._complete_one(eng, dataclasses.replace(req, prompt=prompt)))
+                parts.append(self._complete_one(eng, dataclasses.replace(req, prompt=prompt), cancel))
         return CompletionResponse.merge(parts, req.n or 1)
 
-    def _complete_one(self, eng: Engine, req: CompletionRequest) -> CompletionResponse:
+    def _complete_one(self, eng: Engine, req: CompletionRequest,
+                      cancel: threading.Event | None = None) -> CompletionResponse:
         prompt = req.prompts[0]
         ids = eng.tokenize(prompt, True)
         P = len(ids)
@@ -117,7 +128,9 @@ class LocalCompletions:
         samples = []
         for s in range(best_of):
             seed = None if req.seed is None else req.seed + s
-            samples.append(_generate(eng, req, ids, prompt_row, max_tokens, stops, Sampler(req, seed), top_of))
+            samples.append(
+                _generate(eng, req, ids, prompt_row, max_tokens, stops, Sampler(req, seed), top_of, cancel)
+            )
         if best_of > n:  # best_of: the n samples of highest total log-probability
             samples = sorted(samples, key=lambda smp: -smp.sum_logprob)[:n]
 
@@ -159,8 +172,10 @@ def _generate(
     stops: tuple[str, ...],
     sampler: Sampler,
     top_of: Callable[[np.ndarray, float, int, int], dict[str, float]],
+    cancel: threading.Event | None = None,
 ) -> _Sample:
-    """One sample after the prompt ``ids`` (whose last row is ``prompt_row``), token by token."""
+    """One sample after the prompt ``ids`` (whose last row is ``prompt_row``), token by token;
+    raises Cancelled before the next token once ``cancel`` is set."""
     k = req.logprobs
     row = prompt_row
     seq = list(ids)
@@ -173,6 +188,7 @@ def _generate(
     eng.truncate(len(ids))  # every sample starts from the prompt
     rows: list[np.ndarray] = []
     for step in range(max_tokens):
+        _check(cancel, step)
         if step > 0:
             rows.clear()
             eng.extend([gen[-1]], [len(eng.cached)], lambda p, r: rows.append(r.astype(np.float64)))
@@ -215,6 +231,12 @@ def _generate(
         n_tokens=len(gen),
         sum_logprob=total,
     )
+
+
+def _check(cancel: threading.Event | None, step: int = 0) -> None:
+    """Raise Cancelled when ``cancel`` is set (``step``: tokens generated so far, for the message)."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"generation stopped after {step} token(s) of a sample: the request was abandoned")
 
 
 def _offsets(pieces: Sequence[bytes]) -> list[int]:

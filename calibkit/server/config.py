@@ -21,6 +21,8 @@ class ServerConfig:
 
     >>> ServerConfig(queue_size=4).queue_size
     4
+    >>> ServerConfig().body_timeout, ServerConfig().max_request_tokens
+    (30, 8192)
     >>> dataclasses.fields(ServerConfig)[0].metadata["help"]
     'request bodies larger than this many bytes are refused with 413'
     """
@@ -33,6 +35,10 @@ class ServerConfig:
     batch_size: int = _limit(8, "queued requests the worker takes at a time (run one after another)")
     logprobs_cap: int = _limit(20, "the top-k cap of logprobs and prompt_logprobs (20, as the ACS API)")
     retry_after: int = _limit(1, "seconds in the Retry-After header of a 503")
+    body_timeout: int = _limit(30, "seconds a client has to send its whole request body; slower is 408")
+    max_request_tokens: int = _limit(
+        8192, "tokens one request may ask to generate: prompts x max(n, best_of) x max_tokens; more is 400"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -23,13 +23,21 @@ import queue
 import threading
 from typing import Any, Callable
 
-__all__ = ["QueueFull", "Worker"]
+__all__ = ["Cancelled", "QueueFull", "Worker"]
 
 log = logging.getLogger("calibkit.server")
 
 
 class QueueFull(RuntimeError):
     """The request queue holds ``queue_size`` requests already; try again shortly."""
+
+
+class Cancelled(Exception):
+    """A job stopped early because the request it answers was abandoned (its client left).
+
+    Raised by a job (e.g. :meth:`calibkit.server.completions.LocalCompletions.complete`
+    when its ``cancel`` event is set); the worker counts these in ``Worker.cancelled``.
+    """
 
 
 _STOP = object()
@@ -52,6 +60,7 @@ class Worker:
         self.batches = 0  # batches taken, for tests and /health
         self.clients_gone = 0  # requests whose client left before the answer (the app counts them)
         self.skipped = 0  # of those, the jobs dropped while still queued
+        self.cancelled = 0  # of those, the jobs that stopped early while running (raised Cancelled)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -92,6 +101,8 @@ class Worker:
                 try:
                     fut.set_result(fn())
                 except BaseException as e:  # handed to the waiting request, never lost
+                    if isinstance(e, Cancelled):
+                        self.cancelled += 1
                     fut.set_exception(e)
             if stop:
                 return

@@ -3,9 +3,10 @@
 A key looks like ``ck_<id>_<secret>``: the id (8 hex digits) is public and names the
 key in ``calibkit keys list`` and ``revoke``; the secret (256 random bits) is shown
 once, by ``create``, and only its salted hash is stored. The server looks the entry
-up by id and compares the hash in constant time; a key it has verified once is
-remembered (as an HMAC under a per-process secret) until the file changes, so the
-scrypt cost is paid once per key, not once per request.
+up by id and compares the hash in constant time; a key it has checked once, passed or
+failed, is remembered (as an HMAC under a per-process secret) until the file changes,
+so the scrypt cost is paid once per key, not once per request, and it is the same for
+a wrong secret as for an unknown id.
 
 Example
 -------
@@ -22,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import hashlib
@@ -175,21 +177,54 @@ def revoke_key(path: str | os.PathLike[str], key_id: str) -> dict[str, Any]:
         raise KeyError(f"no key with id {key_id!r} in {str(path)!r} (ids there: {ids}); see calibkit keys list")
 
 
+class _Pending:
+    """One verification under way; requests presenting the same key wait for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
 class KeyFile:
     """The server's view of a keys file: re-read whenever it changes on disk.
 
     ``verify(key)`` returns the key's id, or None for a key the file does not hold.
     A missing or unreadable file accepts no key at all (and logs why), so deleting
     or breaking the file never opens the server.
+
+    Cost: every presented key is looked up by its HMAC under a per-process secret.
+    The first time a key is seen, one scrypt runs, on the same path whatever the key
+    (an unknown id or a malformed key is checked against a dummy hash, so a wrong
+    secret costs what a wrong id costs and timing does not tell whether an id exists);
+    its outcome is remembered, passes until the file changes and failures too (the
+    newest ``max_failures`` of them), so repeating a key never runs scrypt again.
+    Concurrent first requests with the same key share one scrypt, and at most
+    ``kdf_slots`` scrypts run at a time (each takes 16 MiB). ``kdf_calls`` counts the
+scrypts run, ``kdf_peak`` the most that ran at once.
+
+    >>> kf = KeyFile(path)                                   # doctest: +SKIP
+    >>> kf.verify(key), kf.verify(key), kf.kdf_calls         # doctest: +SKIP
+    ('3f9a0c1e', '3f9a0c1e', 1)
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, kdf_slots: int = 2, max_failures: int = 4096):
+        if kdf_slots < 1 or max_failures < 0:
+            raise ValueError(f"kdf_slots must be >= 1 and max_failures >= 0 (got {kdf_slots}, {max_failures})")
         self.path = Path(path)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._entries: dict[str, dict[str, Any]] = {}
-        self._verified: dict[str, bytes] = {}  # id -> HMAC of the key that passed
         self._secret = secrets.token_bytes(32)
+        self._passed: dict[bytes, str] = {}  # HMAC of a key that passed -> its id
+        self._failed: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # HMACs that failed
+        self._max_failures = max_failures
+        self._pending: dict[bytes, _Pending] = {}
+        self._generation = 0  # bumped whenever the file is re-read: outcomes from before are dropped
+        self._slots = threading.BoundedSemaphore(kdf_slots)
+        salt = secrets.token_bytes(16)
+        self._dummy = {"id": None, **_SCRYPT, "salt": salt.hex(), "hash": secrets.token_bytes(32).hex()}
+        self.kdf_calls = 0  # scrypt runs, for tests and monitoring
+        self.kdf_peak = 0  # the most scrypts that ran at once (at most kdf_slots)
+        self._kdf_active = 0
         _read(self.path)  # fail at start-up, with a hint, rather than at the first request
         self._refresh()
 
@@ -207,7 +242,9 @@ class KeyFile:
         if stamp == self._stamp and stamp is not None:
             return
         self._stamp = stamp
-        self._verified = {}
+        self._generation += 1
+        self._passed = {}
+        self._failed.clear()
         try:
             entries = _read(self.path)["keys"]
         except KeyFileError as e:
@@ -217,31 +254,85 @@ class KeyFile:
         self._entries = {str(e["id"]): e for e in entries if isinstance(e, dict) and "id" in e}
         log.info("keys file %s: %d key(s)", self.path, len(self._entries))
 
+    def _mac(self, key: str) -> bytes:
+        return hmac.new(self._secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    def _remembered(self, mac: bytes) -> tuple[bool, str | None]:
+        """(True, id or None) when ``mac``'s outcome is known; call with the lock held."""
+        kid = self._passed.get(mac)
+        if kid is not None:
+            return True, kid
+        if mac in self._failed:
+            return True, None
+        return False, None
+
+    def remembered(self, key: str) -> tuple[bool, str | None]:
+        """Without running scrypt: (True, id) or (True, None) when ``key``'s outcome is known,
+        (False, None) when only :meth:`verify` can tell. Cheap enough for an event loop."""
+        mac = self._mac(key)
+        with self._lock:
+            self._refresh()
+            return self._remembered(mac)
+
     def verify(self, key: str) -> str | None:
         """The id of ``key`` if the file holds it now, else None; constant-time comparisons."""
-        kid = _split(key)
-        mac = hmac.new(self._secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
-        with self._lock:
-            self._refresh()
-            entry = self._entries.get(kid) if kid is not None else None
-            if entry is None:
-                return None
-            seen = self._verified.get(kid)
-            if seen is not None:
-                return kid if hmac.compare_digest(seen, mac) else None
+        mac = self._mac(key)
+        while True:
+            with self._lock:
+                self._refresh()
+                known, kid = self._remembered(mac)
+                if known:
+                    return kid
+                pending = self._pending.get(mac)
+                if pending is None:
+                    pending = self._pending[mac] = _Pending()
+                    break
+            pending.done.wait()  # another request is checking this key: share its outcome
         try:
-            params = {k: int(entry[k]) for k in ("n", "r", "p")}
-            ok = hmac.compare_digest(
-                _derive(key, bytes.fromhex(entry["salt"]), params), bytes.fromhex(entry["hash"])
-            )
-        except (KeyError, ValueError, TypeError, UnicodeEncodeError):
-            return None
-        if not ok:
-            return None
+            return self._check(key, mac)
+        finally:
+            with self._lock:
+                if self._pending.get(mac) is pending:
+                    del self._pending[mac]
+            pending.done.set()
+
+    def _check(self, key: str, mac: bytes) -> str | None:
+        """One scrypt for ``key``, against its entry or the dummy; remember the outcome."""
+        with self._lock:
+            generation = self._generation
+            kid = _split(key)
+            entry = self._entries.get(kid) if kid is not None else None
+        target = entry if entry is not None else self._dummy
+        with self._slots:
+            with self._lock:
+                self.kdf_calls += 1
+                self._kdf_active += 1
+                self.kdf_peak = max(self.kdf_peak, self._kdf_active)
+            try:
+                params = {k: int(target[k]) for k in ("n", "r", "p")}
+                ok = hmac.compare_digest(
+                    _derive(key, bytes.fromhex(target["salt"]), params), bytes.fromhex(target["hash"])
+                )
+            except (KeyError, ValueError, TypeError, UnicodeEncodeError):
+                ok = False
+            finally:
+                with self._lock:
+                    self._kdf_active -= 1
+        ok = ok and entry is not None
         with self._lock:
             self._refresh()
-            now = self._entries.get(kid)
-            if now is None or now.get("hash") != entry.get("hash"):
-                return None  # revoked while we were hashing
-            self._verified[kid] = mac
-        return kid
+            if ok:
+                now = self._entries.get(kid) if kid is not None else None
+                if now is None or now.get("hash") != entry.get("hash"):  # type: ignore[union-attr]
+                    return None  # revoked while we were hashing
+            if self._generation != generation:
+                return kid if ok else None  # the file changed meanwhile: do not remember
+            if ok:
+                assert kid is not None
+                self._passed[mac] = kid
+                return kid
+            if self._max_failures:
+                self._failed[mac] = None
+                while len(self._failed) > self._max_failures:
+                    self._failed.popitem(last=False)
+            return None

@@ -108,6 +108,7 @@ def serve(
         import uvicorn
 
         from .app import create_app
+        from .protocol import uvicorn_config
     except ImportError as e:
         raise ImportError("calibkit serve needs starlette and uvicorn: pip install 'calibkit[serve]'") from e
     if keys_file is not None and no_auth:
@@ -141,7 +142,8 @@ def serve(
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"calibkit serve: {', '.join(models)} on http://{shown}:{bound}/v1", flush=True)
-    config_ = uvicorn.Config(app, log_level=log_level, lifespan="on")
+    # JSON 400s for malformed HTTP, and no query strings (where keys may hide) in the access log.
+    config_ = uvicorn_config(app, log_level=log_level, lifespan="on")
     server = uvicorn.Server(config_)
     try:
         server.run(sockets=[sock])

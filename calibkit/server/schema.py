@@ -200,7 +200,11 @@ def openapi_schema(
             }},
         },
     }
-    auth_errors = {"401": _error_response("no API key, or one the keys file does not hold")} if auth else {}
+    # 401 with or without keys: an API key in the query string is refused (keys go in the header).
+    auth_errors = {"401": _error_response(
+        "no API key, or one the keys file does not hold, or a key in the query string" if auth
+        else "an API key in the query string (send keys in the Authorization header)"
+    )}
     completions = {
         "post": {
             "operationId": "createCompletion",
@@ -217,7 +221,9 @@ def openapi_schema(
                 "400": _error_response("invalid_request_error; param names the field"),
                 **auth_errors,
                 "404": _error_response("model_not_found"),
+                "408": _error_response("the body did not arrive in time (shorter than its Content-Length?)"),
                 "413": _error_response("the body is larger than the server accepts"),
+                "415": _error_response("the body was not sent as Content-Type: application/json"),
                 "503": _error_response(
                     "the request queue is full",
                     {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
