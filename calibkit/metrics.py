@@ -33,6 +33,7 @@ from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import softmax
 
 from .calibration._base import (
+    as_float_array,
     bin_index,
     check_binning,
     check_input_kind,
@@ -69,9 +70,15 @@ def to_probs(p: Any, input: str = "logprobs") -> np.ndarray:
 
     >>> to_probs(np.log([[0.002, 0.006]]), input="logprobs").round(3).tolist()
     [[0.25, 0.75]]
+    >>> to_probs([[0.5, float("nan")]], input="probs")
+    Traceback (most recent call last):
+    ...
+    ValueError: p contains NaN; drop or impute those rows.
     """
-    check_input_kind(input)
-    p = np.asarray(p, dtype=np.float64)
+    check_input_kind(input, "p")
+    p = as_float_array(p, "p")
+    if p.size == 0:
+        raise ValueError(f"p is empty (shape {p.shape}); metrics need at least one example and one class.")
     if input == "logprobs":
         if p.ndim != 2:
             raise ValueError(f"p must be 2-D (n×K log-scores) with input='logprobs'; got shape {p.shape}.")
@@ -119,6 +126,11 @@ def check_labels_probs(y: Any, p: Any, input: str, classes: Any) -> tuple[np.nda
         raise ValueError("p and y are empty; metrics need at least one example.")
     if classes is not None:
         return resolve_classes(y_arr, k, classes)[1], p
+    if y_arr.dtype.kind == "f":
+        if np.isnan(y_arr).any():
+            raise ValueError("y contains NaN; every row needs its true class (drop the unlabelled rows).")
+        if np.all(y_arr == np.round(y_arr)):  # whole numbers stored as floats (1.0), as calibrators take them
+            y_arr = y_arr.astype(np.int64)
     if y_arr.dtype.kind not in "iub" or y_arr.min() < 0 or y_arr.max() >= k:
         raise ValueError(
             f"y must hold column indices 0..{k - 1} of p, or pass classes= (the label of "
@@ -166,6 +178,8 @@ def nll(y: Any, p: Any, *, input: str = "probs", classes: Any = None, eps: float
     0.4581
     """
     eps = np.finfo(np.float64).eps if eps is None else float(eps)
+    if not 0 <= eps < 0.5:
+        raise ValueError(f"eps={eps!r}; give the clipping margin in [0, 0.5), or None for machine epsilon.")
     if input == "logprobs":
         # Stay in log space: softmax then log would lose tiny probabilities.
         y_idx, _ = check_labels_probs(y, p, input, classes)
@@ -552,8 +566,8 @@ def _smooth_ece_rows(conf: np.ndarray, hit: np.ndarray, sigma: float | None) -> 
         s, value = smoother.bandwidth()
         return value, s
     s = float(sigma)
-    if not s > 0:
-        raise ValueError(f"sigma={sigma!r}; the kernel bandwidth must be positive.")
+    if not 0 < s < np.inf:
+        raise ValueError(f"sigma={sigma!r}; the kernel bandwidth must be positive and finite (or None to pick it).")
     return smoother.ece(s), np.full(len(smoother.conf), s)
 
 
@@ -614,9 +628,27 @@ class BootstrapResult:
 
 
 def _resamples(n: int, n_boot: int, seed: int | None) -> np.ndarray:
-    if n_boot < 1:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ValueError(f"n_boot={n_boot!r}; give a positive number of resamples (1000 is usual).")
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _paired_rows(y: Any, **scores: Any) -> tuple[np.ndarray, ...]:
+    """``y`` and each score array as arrays whose rows can be resampled together."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D, one label per example; got shape {y.shape}.")
+    out = [y]
+    for name, value in scores.items():
+        arr = as_float_array(value, name)
+        if arr.ndim not in (1, 2) or len(arr) != len(y):
+            raise ValueError(
+                f"{name} must have one row per label in y ({len(y)}); got shape {arr.shape}."
+            )
+        out.append(arr)
+    if len(y) == 0:
+        raise ValueError("y and p are empty; a bootstrap needs at least one example.")
+    return tuple(out)
 
 
 def _interval(estimate: float, samples: np.ndarray, level: float) -> BootstrapResult:
@@ -651,9 +683,9 @@ def bootstrap(
     (0.75, True)
     """
     fn = _metric(metric)
-    y, p = np.asarray(y), np.asarray(p)
-    resamples = _resamples(len(y), n_boot, seed)
+    y, p = _paired_rows(y, p=p)
     estimate = fn(y, p, **kwargs)  # first, so that bad input fails before any resampling
+    resamples = _resamples(len(y), n_boot, seed)
     many = _RESAMPLED.get(fn)
     if many is not None and set(kwargs) <= {"sigma", "input", "classes"}:
         parts = []
@@ -696,9 +728,10 @@ def paired_bootstrap(
     True
     """
     fn = _metric(metric)
-    y, p_a, p_b = np.asarray(y), np.asarray(p_a), np.asarray(p_b)
+    p_a, p_b = as_float_array(p_a, "p_a"), as_float_array(p_b, "p_b")
     if p_a.shape != p_b.shape:
         raise ValueError(f"p_a {p_a.shape} and p_b {p_b.shape} must score the same examples and classes.")
+    y, p_a, p_b = _paired_rows(y, p_a=p_a, p_b=p_b)
     samples = np.array(
         [fn(y[i], p_a[i], **kwargs) - fn(y[i], p_b[i], **kwargs) for i in _resamples(len(y), n_boot, seed)]
     )

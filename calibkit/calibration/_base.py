@@ -33,10 +33,15 @@ INPUT_KINDS = ("logprobs", "probs")
 LOG_FLOOR = float(np.log(1e-12))
 
 
-def check_input_kind(input: str) -> str:
+def check_input_kind(input: str, name: str = "X") -> str:
+    """``input`` if it is a score kind, else a ValueError saying what ``name`` may hold.
+
+    >>> check_input_kind("probs")
+    'probs'
+    """
     if input not in INPUT_KINDS:
         raise ValueError(
-            f"input={input!r} is not a score kind; say what X holds with "
+            f"input={input!r} is not a score kind; say what {name} holds with "
             f"input='logprobs' (log-scores, logits) or input='probs' (probabilities)."
         )
     return input
@@ -50,14 +55,30 @@ def check_columns(X: np.ndarray, name: str = "X") -> None:
         )
 
 
+def as_float_array(a: Any, name: str) -> np.ndarray:
+    """``a`` as a float64 array, or a ValueError naming ``name`` when it is not numeric.
+
+    >>> as_float_array([[1, 2]], "p").dtype
+    dtype('float64')
+    >>> as_float_array([["a", "b"]], "p")
+    Traceback (most recent call last):
+    ...
+    ValueError: p must hold numbers (class scores); numpy cannot read it as floats: could not convert ...
+    """
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must hold numbers (class scores); numpy cannot read it as floats: {e}") from None
+
+
 def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> np.ndarray:
     """Validate an n×K score matrix of the stated kind; return row-normalised log-probs.
 
     Raises ValueError naming ``name`` for NaN, +inf, negative probabilities, rows
     without any mass and arrays that are not 2-D with at least two columns.
     """
-    check_input_kind(input)
-    X = np.asarray(X, dtype=np.float64)
+    check_input_kind(input, name)
+    X = as_float_array(X, name)
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D n×K array of class scores (one column per class); "
@@ -66,7 +87,8 @@ def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> 
     check_columns(X, name)
     # One sum is much cheaper than isnan/isinf passes and is finite exactly when
     # every entry is (barring overflow, which the slow path below sorts out).
-    all_finite = bool(np.isfinite(X.sum()))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf, or overflow: the slow path decides
+        all_finite = bool(np.isfinite(X.sum()))
     if not all_finite and np.isnan(X).any():
         raise ValueError(f"{name} contains NaN; drop or impute those rows before calibrating.")
     if input == "probs":
@@ -77,12 +99,16 @@ def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> 
                 f"Negative values in data: {name} has negative entries but input='probs'; pass probabilities "
                 f"(>= 0), or input='logprobs' if these are log-scores or logits."
             )
-        totals = X.sum(axis=1)
+        with np.errstate(over="ignore"):  # a sum past 1.8e308 is handled below
+            totals = X.sum(axis=1)
         if (totals <= 0).any():
             raise ValueError(
                 f"{name} has {int((totals <= 0).sum())} row(s) whose probabilities are "
                 f"all zero; every row needs mass on at least one class."
             )
+        if not np.isfinite(totals).all():  # huge scores: scale each row by its largest first
+            X = X / X.max(axis=1, keepdims=True)
+            totals = X.sum(axis=1)
         with np.errstate(divide="ignore"):
             out = np.log(X / totals[:, None])
     else:
@@ -207,6 +233,11 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
     """
 
     _requires_y = True
+    #: Whether the log-probabilities are floored at LOG_FLOOR for fitting, and for predicting.
+    #: A calibrator whose map keeps -inf at -inf (temperature: -inf / T; prior corrections:
+    #: a zero stays zero) predicts from the exact values, so a class with no mass keeps none.
+    _floor_fit = True
+    _floor_predict = True
 
     def __init__(self, *, input: str = "logprobs", classes: Any = None) -> None:
         self.input = input
@@ -221,16 +252,27 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
 
     def _check_array(self, X: Any, *, reset: bool) -> np.ndarray:
         check_input_kind(self.input)
+        shape = getattr(X, "shape", None)
+        if shape is None and isinstance(X, (list, tuple)):
+            try:
+                shape = np.shape(X)
+            except ValueError:  # ragged rows: scikit-learn's own message says so
+                shape = None
+        if shape is not None and len(shape) != 2:
+            raise ValueError(
+                f"X must be a 2-D n×K array of class scores (one column per class); got "
+                f"shape {tuple(shape)}. Reshape your data: a single row is np.reshape(X, (1, -1))."
+            )
         return validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite=False)
 
-    def _log_proba(self, X: np.ndarray) -> np.ndarray:
-        return to_log_proba(X, self.input)
+    def _log_proba(self, X: np.ndarray, *, floor: bool = True) -> np.ndarray:
+        return to_log_proba(X, self.input, floor=floor)
 
     def _check_targets(self, y: np.ndarray) -> None:
         """Hook for calibrators that restrict the labels (PlattScaling)."""
 
     def _validate_X(self, X: Any, *, reset: bool) -> np.ndarray:
-        return self._log_proba(self._check_array(X, reset=reset))
+        return self._log_proba(self._check_array(X, reset=reset), floor=self._floor_predict)
 
     def _validate_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None):
         scores_classes = getattr(X, "classes", None) if not isinstance(X, np.ndarray) else None
@@ -243,12 +285,15 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
         if y is not None:
             y = check_y(y, X.shape[0])
             if self._requires_y and len(np.unique(y)) < 2:
+                given = self.classes is not None or classes is not None or scores_classes is not None
                 raise ValueError(
-                    f"y holds 1 class only; {type(self).__name__} needs calibration labels of "
-                    f"at least 2 classes (list the others in classes= if X has their columns)."
+                    f"y holds 1 class only ({np.unique(y).tolist()}); {type(self).__name__} needs "
+                    f"calibration labels of at least 2 classes to learn from: add examples of "
+                    f"another class to X and y"
+                    + ("." if given else " (and list every column's label in classes=).")
                 )
             self._check_targets(y)
-        logp = self._log_proba(X)
+        logp = self._log_proba(X, floor=self._floor_fit)
         classes = self.classes if classes is None else classes
         self.classes_, y_idx = resolve_classes(y, logp.shape[1], classes, scores_classes)
         if sample_weight is not None:

@@ -22,7 +22,7 @@ from scipy.special import log_softmax, logsumexp
 from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseCalibrator, check_input_kind, check_sample_weight, to_log_proba
+from ._base import LOG_FLOOR, BaseCalibrator, check_input_kind, check_sample_weight, to_log_proba
 
 
 def _log_mean_prob(scores: Any, input: str, name: str) -> np.ndarray:
@@ -31,8 +31,8 @@ def _log_mean_prob(scores: Any, input: str, name: str) -> np.ndarray:
     Zhao et al.'s reference code averages the raw label probabilities of the
     content-free prompts and normalises the average; so does this.
     """
-    check_input_kind(input)
-    arr = np.asarray(scores, dtype=np.float64)
+    check_input_kind(input, name)
+    arr = np.asarray(scores)
     if arr.ndim == 1:
         arr = arr[None, :]
     if input == "probs":
@@ -41,18 +41,26 @@ def _log_mean_prob(scores: Any, input: str, name: str) -> np.ndarray:
             log_rows = np.log(arr)
     else:
         to_log_proba(arr, "logprobs", name=name)
-        log_rows = arr
+        log_rows = np.asarray(arr, dtype=np.float64)
     mean = logsumexp(log_rows, axis=0) - np.log(len(log_rows))
     return mean - logsumexp(mean)
 
 
 class _PriorCorrection(TransformerMixin, BaseCalibrator):
-    """``log q = log_softmax(log p - log prior_)``; subclasses set ``log_prior_``."""
+    """``log q = log_softmax(log p - log prior_)``; subclasses set ``log_prior_``.
+
+    X is used unfloored: a class with no mass in a row (-inf) keeps none, whatever
+    the prior; the prior is floored at LOG_FLOOR when divided out, so a class the
+    prior gives no mass is not made infinitely likely.
+    """
 
     _requires_y = False
+    _floor_fit = False
+    _floor_predict = False
 
     def _calibrate(self, logp):
-        return log_softmax(logp - self.log_prior_, axis=1)
+        shifted = np.where(np.isneginf(logp), -np.inf, logp - np.maximum(self.log_prior_, LOG_FLOOR))
+        return log_softmax(shifted, axis=1)
 
     def transform(self, X: Any) -> np.ndarray:
         """Corrected log-probabilities (n×K), ready for a scaling calibrator."""
@@ -202,5 +210,6 @@ class BatchCalibration(_PriorCorrection):
         if self.n_seen_ > 0:
             mean = np.exp(self.log_prior_) * (self.n_seen_ / total) + mean * (mass / total)
         self.n_seen_ = total
-        self.log_prior_ = np.log(mean / mean.sum())
+        with np.errstate(divide="ignore"):  # a class no row gives mass: prior 0, log -inf
+            self.log_prior_ = np.log(mean / mean.sum())
         return self

@@ -30,7 +30,9 @@ class TemperatureScaling(BaseCalibrator):
     """Divide the log-scores by one temperature T, fitted by maximum likelihood.
 
     ``predict_proba(X) = softmax(log p / T)``; T > 1 softens over-confident
-    scores, T < 1 sharpens. T is searched in [0.01, 100].
+    scores, T < 1 sharpens. T is searched in [0.01, 100]. A class scored -inf (no
+    mass, e.g. a censored label) keeps probability 0; the fit floors it at 1e-12 so
+    that a true class without mass costs a finite loss.
 
     Parameters
     ----------
@@ -57,6 +59,9 @@ class TemperatureScaling(BaseCalibrator):
     >>> bool(ts.temperature_ > 1)
     True
     """
+
+    # -inf / T is -inf: a class with no mass keeps none (the fit uses the floor).
+    _floor_predict = False
 
     def __init__(self, *, input: str = "logprobs", classes: Any = None) -> None:
         super().__init__(input=input, classes=classes)
@@ -294,8 +299,8 @@ class PlattScaling(BaseCalibrator):
                 f"use TemperatureScaling or VectorScaling for more classes."
             )
 
-    def _log_proba(self, X):
-        logp = super()._log_proba(X)
+    def _log_proba(self, X, *, floor=True):
+        logp = super()._log_proba(X, floor=floor)
         if X.shape[1] != 2:
             raise ValueError(
                 f"PlattScaling is for two classes but X has {X.shape[1]} columns; "
