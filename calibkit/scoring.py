@@ -25,6 +25,20 @@ log-probabilities of a continuation's tokens. It never asks which backend it hol
     more than its top-k one (``exact_is_cheap``, the embedded model) is asked for
     exact log-probabilities straight away.
 
+Forms that merge with the prompt
+---------------------------------
+One rule holds for every method and backend: a form is scored only where the prompt
+and the form tokenize as the prompt's own tokens followed by tokens that cover the form
+exactly (:meth:`~calibkit.Backend.continuation_logprobs`). Then those tokens are
+scored, even where the form alone would tokenize otherwise: that is not a trap.
+Otherwise (``"Sentiment: pos"`` + ``"itive"`` becomes ``" positive"``) no number
+belongs to the form alone, and :func:`score` raises :class:`TokenizationError`
+naming the form and the prompt, never a number for some other text. The fix: end the
+template with no trailing text that merges with the forms (no trailing space, no
+part of a word), or start the forms with a space. Top-k scoring checks this for the
+first prompt; where the template ends with a field (the example's own text meets the
+form) it checks every prompt, which costs a continuation question per prompt and form.
+
 The content-free inputs of the prior corrections are scored here too
 (:func:`content_free_scores`, :func:`domain_context_scores`), so that the
 calibrators get plain scores and import nothing from the model half.
@@ -42,6 +56,7 @@ Example
 from __future__ import annotations
 
 import math
+import string
 from typing import Any, Hashable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -67,7 +82,25 @@ Method = Literal["auto", "topk", "exact"]
 
 
 class TokenizationError(ValueError):
-    """A form cannot be scored as asked, e.g. it merges with the end of the prompt."""
+    """A form cannot be scored as asked, e.g. it merges with the end of the prompt.
+
+    >>> raise _merge_error(" pos", "itive")
+    Traceback (most recent call last):
+    ...
+    calibkit.scoring.TokenizationError: the form 'itive' merges with the end of the prompt ' pos' into ...
+    """
+
+
+def _merge_error(prompt: str, form: str, which: str = "the prompt") -> TokenizationError:
+    """The error for a form that merges with the end of ``prompt``: names both and says the fix."""
+    tail = prompt if len(prompt) <= 40 else "..." + prompt[-40:]
+    spaced = " " + form.lstrip()
+    return TokenizationError(
+        f"the form {form!r} merges with the end of {which} {tail!r} into one token, so no "
+        f"log-probability belongs to the form alone and none is returned; end the template with no "
+        f"trailing text that merges with the forms (no trailing space, no part of a word), or start "
+        f"the forms with a space (e.g. {spaced!r})"
+    )
 
 
 def _logsumexp_rows(a: np.ndarray, groups: Sequence[int], k: int) -> np.ndarray:
@@ -129,24 +162,24 @@ def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: boo
     for idx, ans in enumerate(answers):
         i, j = divmod(idx, len(forms))
         if ans is None:
-            raise TokenizationError(
-                f"the form {forms[j]!r} merges with the end of prompt {i} into one token, so no "
-                "log-probability belongs to it alone; end the template earlier or change the form"
-            )
+            raise _merge_error(prompts[i], forms[j], f"prompt {i}")
         out[i, j] = ans.logprob
     return out
 
 
-def _check_form_tokens(forms: list[str], toks: list[list[str] | None]) -> list[list[str]]:
+def _check_form_tokens(prompt: str, forms: list[str], toks: list[list[str] | None], which: str) -> list[list[str]]:
     out = []
     for f, t in zip(forms, toks):
         if t is None:
-            raise TokenizationError(
-                f"the form {f!r} merges with the end of the prompt into one token; top-k "
-                "scoring cannot see it. End the template earlier or change the form"
-            )
+            raise _merge_error(prompt, f, which)
         out.append(t)
     return out
+
+
+def _ends_with_field(template: PromptTemplate) -> bool:
+    """Whether the example's own text comes last, right where the form follows."""
+    parts = list(string.Formatter().parse(template.template))
+    return bool(parts) and parts[-1][1] is not None
 
 
 def score(
@@ -178,6 +211,17 @@ def score(
         that distort ``method`` (see :func:`~calibkit.check_traps`): a form of several
         tokens only with ``"topk"``, which sees its first token alone.
 
+    A form that merges with the end of a prompt is an error with every method and
+    backend, never a warning (see "Forms that merge with the prompt" in the module's
+    doc): :class:`TokenizationError` names the form and the prompt.
+
+    >>> import calibkit as ck
+    >>> ck.score(["a great film"], "Review: {text}\\nSentiment: pos", {"pos": "itive", "neg": "ition"},
+    ...          ck.LocalModel())                                          # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    calibkit.scoring.TokenizationError: the form 'itive' merges with the end of prompt 0 '...Sentiment: pos' ...
+
     Returns
     -------
     LabelScores
@@ -200,6 +244,12 @@ def score(
     # Exact scoring needs none: the traps that only tokens show do not distort it, and
     # a form that merges with the prompt is an error of the exact question itself.
     raw_tokens = backend.form_tokens(prompts[0], forms) if n and not exact_first else None
+    if raw_tokens is not None:
+        # A merge is an error, whatever the method and backend (see the module's doc), before any warning.
+        _check_form_tokens(prompts[0], forms, raw_tokens, "prompt 0")
+        if _ends_with_field(template):  # the seam differs from example to example
+            for i, p in enumerate(prompts[1:], 1):
+                _check_form_tokens(p, forms, backend.form_tokens(p, forms), f"prompt {i}")
     if check and n:
         warn_traps(check_traps(template, verbalizer, method=method, tokens=raw_tokens))
 
@@ -215,7 +265,7 @@ def score(
         exact[:] = True
     else:
         k_used = k if k is not None else (backend.logprobs_cap or 20)
-        toks = _check_form_tokens(forms, raw_tokens)
+        toks = _check_form_tokens(prompts[0], forms, raw_tokens, "prompt 0")  # type: ignore[arg-type]
         first = [t[0] for t in toks]
         multi = [len(t) > 1 for t in toks]
         shared = len({(t, c) for t, c in zip(first, form_class)}) > len(set(first))

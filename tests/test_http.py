@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import zlib
+from typing import Any
 
 import httpx
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 
 import calibkit as ck
 from calibkit.api import APIError, InvalidRequestError
-from calibkit.backends.http import AdaptiveLimiter
+from calibkit.backends.http import AdaptiveLimiter, MalformedResponseError
 
 from helpers import ScriptedServer, completion_body, echo_body, sst2
 
@@ -532,3 +533,170 @@ def test_http_topk_equals_embedded_exact_inside_the_top_k(llama_cpp_server, loca
     np.testing.assert_allclose(http.logprobs[inside], local.logprobs[inside], atol=1e-3, rtol=0)
     # outside the top-k, the bound holds
     assert (local.logprobs[~inside] <= http.logprobs[~inside] + 1e-3).all()
+
+
+# -- answers that are not what the protocol says --------------------------------------------
+
+
+def test_a_200_cut_short_by_a_proxy_is_retried_like_a_dropped_connection(scripted_server, caplog) -> None:
+    whole = json.dumps(completion_body(["x"])).encode()
+    cut = (200, {}, whole[: len(whole) // 2])  # a proxy dropped the rest: valid HTTP, half the JSON
+    scripted_server.script = [cut, (200, {}, b""), (200, {}, b"\xff\xfe not utf-8")]
+    scripted_server.default = ok
+    api = ck.Client(scripted_server.url, model="m", max_retries=3, cache=False)
+    with caplog.at_level(logging.WARNING, logger="calibkit.http"):
+        assert api.top_k(["x"], 2) == [{" a": -0.5, " b": -1.5}]
+    assert len(scripted_server.requests) == 4 and api.http_requests == 1
+    assert "not valid JSON" in caplog.text
+
+    scripted_server.requests.clear()
+    scripted_server.default = lambda body: cut
+    with pytest.raises(MalformedResponseError) as e:
+        ck.Client(scripted_server.url, model="m", max_retries=2, cache=False).top_k(["y"], 2)
+    assert len(scripted_server.requests) == 3  # bounded by max_retries
+    msg = str(e.value)
+    assert "answered 200 with a body that is not valid JSON" in msg and "retried 2 times" in msg
+    assert repr(whole[: len(whole) // 2].decode()[-20:])[1:-1] in msg  # what came back: its end, where the cut is
+    assert isinstance(e.value, ValueError)
+
+
+def test_a_truncated_answer_is_retried_within_a_pack_and_the_others_are_kept(scripted_server) -> None:
+    calls = []
+
+    def cut_first(body: dict) -> tuple[int, dict, Any]:
+        calls.append(body["prompt"])
+        whole = json.dumps(ok(body)[2]).encode()
+        return (200, {}, whole[:-3]) if len(calls) == 1 else (200, {}, whole)
+
+    scripted_server.default = cut_first
+    api = ck.Client(scripted_server.url, model="m", max_prompts_per_request=2, cache=False)
+    assert len(api.top_k(["a", "b", "c"], 2)) == 3
+    assert len(scripted_server.requests) == 3  # two packs, one of them sent twice
+
+
+@pytest.mark.parametrize("bad, says", [
+    (lambda b: {**b, "choices": b["choices"][:1]}, "sent 0 choices for prompt 1"),
+    (lambda b: {**b, "choices": b["choices"] + [b["choices"][0] | {"index": 7}]}, "choice index 7"),
+    (lambda b: {**b, "choices": "none"}, "no choices list"),
+    (lambda b: {**b, "choices": [c | {"logprobs": c["logprobs"] | {"token_logprobs": [0.5]}} for c in b["choices"]]},
+     "log-probability <= 0"),
+    (lambda b: {**b, "choices": [c | {"logprobs": c["logprobs"] | {"text_offset": [0, 1]}} for c in b["choices"]]},
+     "text_offset has 2 entries for 1 tokens"),
+])
+def test_valid_json_that_breaks_the_protocol_is_an_error_naming_it_not_retried(scripted_server, bad, says) -> None:
+    scripted_server.default = lambda body: (200, {}, bad(ok(body)[2]))
+    api = ck.Client(scripted_server.url, model="m", max_retries=3, cache=False)
+    with pytest.raises(ValueError, match=says) as e:
+        api.top_k(["a", "b"], 2)
+    assert isinstance(e.value, APIError)
+    assert len(scripted_server.requests) == 1
+
+
+def test_top_logprobs_as_real_servers_send_them(scripted_server) -> None:
+    api = ck.Client(scripted_server.url, model="m", cache=False)
+    # k + 1 entries (the sampled token added) and fewer than k are what servers send: kept
+    scripted_server.default = lambda body: (200, {}, completion_body([body["prompt"]],
+                                                                      top={" a": -0.5, " b": -1.5, " c": -3.0}))
+    assert api.top_k(["x"], 2) == [{" a": -0.5, " b": -1.5, " c": -3.0}]
+    scripted_server.default = lambda body: (200, {}, completion_body([body["prompt"]], top={" a": -0.5}))
+    assert api.top_k(["y"], 2) == [{" a": -0.5}]
+    # more than k + 1: the server ignored logprobs=
+    scripted_server.default = lambda body: (200, {}, completion_body(
+        [body["prompt"]], top={" a": -0.5, " b": -1.5, " c": -3.0, " d": -4.0}))
+    with pytest.raises(MalformedResponseError, match="4 top_logprobs entries for logprobs=2"):
+        api.top_k(["z"], 2)
+    # two token ids with one string, as one repeated JSON key, and OpenAI's "bytes:" tokens
+    raw = json.dumps(completion_body(["w"], top={" a": -0.5, "bytes:\\xe2\\x80": -2.0, " b": -2.0})).encode()
+    raw = raw.replace(b'"bytes:\\\\xe2\\\\x80": -2.0', b'"bytes:\\\\xe2\\\\x80": -2.0, " b": -2.0')
+    scripted_server.default = lambda body: ok(body) if body.get("echo") else (200, {}, raw)
+    top = api.top_k(["w"], 3)[0]
+    assert top[" b"] == pytest.approx(np.logaddexp(-2.0, -2.0)) and top["bytes:\\xe2\\x80"] == -2.0
+    s = ck.score(["w"], "{text}", {0: " a", 1: " b"}, api, method="topk", k=3, check=False)
+    assert np.exp(s.logprobs[0]) == pytest.approx([np.exp(-0.5), 2 * np.exp(-2.0)])  # bytes: counts for no form
+
+
+def test_echo_spans_read_offsets_not_token_lengths() -> None:
+    from calibkit.api import Logprobs
+    from calibkit.backends.http import echo_span
+
+    # OpenAI writes a token that is part of a character as "bytes:\\xe2\\x80": longer than the text it covers
+    # "Say ’ yes": the 3-byte ’ comes as two tokens at one offset, each string longer than its text
+    toks = ["Say", " ", "bytes:\\xe2\\x80", "bytes:\\x99", " yes"]
+    lp = Logprobs(toks, [None, -1.0, -2.0, -0.1, -0.5], [], [0, 3, 4, 4, 5])
+    assert echo_span(lp, 5, 9) == ([" yes"], [-0.5])  # by string length, bytes: would straddle the seam
+    assert lp.span(5, 9) is None
+    assert echo_span(lp, 4, 9) == (toks[2:], [-2.0, -0.1, -0.5])
+    assert echo_span(lp, 1, 9) is None  # inside "Say"
+    with pytest.raises(ValueError, match="out of order"):
+        echo_span(Logprobs(["a", "b"], [None, -1.0], [], [1, 0]), 1, 2)
+
+
+# -- pickling leaves the key out ---------------------------------------------------------------
+
+
+def test_a_pickled_client_holds_no_api_key(scripted_server, monkeypatch) -> None:
+    import pickle
+
+    monkeypatch.delenv("ACS_API_KEY", raising=False)
+    key = "sk-live-9f8e7d6c5b4a"
+    api = ck.Client(scripted_server.url, key, model="m", headers={"X-Api-Key": key, "X-Trace": "t1"}, cache=False)
+    blob = pickle.dumps(api)
+    assert key.encode() not in blob
+    clf = ck.LogprobClassifier(backend=api, template=TPL, verbalizer=VERB)
+    assert key.encode() not in pickle.dumps(clf)
+
+    # unpickled without ACS_API_KEY: no key, and a 401 says what to do
+    copy = pickle.loads(blob)
+    assert copy.api_key is None and copy.headers == {"X-Trace": "t1"}
+    scripted_server.default = lambda body: (
+        (401, {}, {"error": {"message": "missing key", "type": "authentication_error"}})
+        if "Authorization" not in scripted_server.requests[-1]["headers"] else ok(body))
+    with pytest.raises(APIError, match="set ACS_API_KEY or pass api_key=") as e:
+        copy.top_k(["x"], 2)
+    assert e.value.status_code == 401 and "no API key" in str(e.value)
+
+    # unpickled with ACS_API_KEY: the key comes from there
+    monkeypatch.setenv("ACS_API_KEY", "sk-from-env")
+    copy = pickle.loads(blob)
+    assert copy.top_k(["x"], 2) == [{" a": -0.5, " b": -1.5}]
+    assert scripted_server.requests[-1]["headers"]["Authorization"] == "Bearer sk-from-env"
+    again = pickle.loads(pickle.dumps(clf)).backend
+    assert again.api_key == "sk-from-env" and b"sk-from-env" not in pickle.dumps(again)
+    # the original keeps its key
+    assert api.api_key == key
+
+
+# -- a form that merges with the prompt: the same rule as the embedded model ---------------
+
+
+@pytest.mark.parametrize("method", ["auto", "topk", "exact"])
+def test_a_merging_form_is_the_same_error_over_http_as_on_the_embedded_model(scripted_server, local_model,
+                                                                               method) -> None:
+    tpl, verb = "Review: {text}\nSentiment: pos", {"pos": "itive", "neg": "ition"}
+    scripted_server.default = ok  # echo: whitespace-led words, so " pos" + "itive" is one token " positive"
+    api = ck.Client(scripted_server.url, model="m", cache=False)
+    with pytest.raises(ck.TokenizationError) as over_http:
+        ck.score(["a great film"], tpl, verb, api, method=method)
+    with pytest.raises(ck.TokenizationError) as embedded:
+        ck.score(["a great film"], tpl, verb, local_model, method=method)
+    assert str(over_http.value) == str(embedded.value)
+    assert "the form 'itive' merges with the end of prompt 0" in str(over_http.value)
+    assert not any(r["body"].get("logprobs", 0) > 0 for r in scripted_server.requests)  # no top-k was asked
+
+
+def test_a_continuation_that_changes_how_the_prompt_tokenizes_is_not_scored(scripted_server) -> None:
+    def echo(body: dict) -> tuple[int, dict, dict]:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        resp = echo_body(prompts)
+        for choice, p in zip(resp["choices"], prompts):
+            if p == "Say hello world":  # a token boundary at the seam, but the prompt split otherwise
+                choice["logprobs"].update(tokens=["Say", " he", "llo", " world"], text_offset=[0, 3, 6, 9],
+                                          token_logprobs=[None, -1.0, -1.0, -1.0], top_logprobs=[None] * 4)
+        return 200, {}, resp
+
+    scripted_server.default = echo
+    api = ck.Client(scripted_server.url, model="m", cache=False)
+    got = api.continuation_logprobs([("Say hello", " world"), ("Say hello", " there")])
+    assert got == [None, ck.Continuation((" there",), (-1.0,))]
+    assert len(scripted_server.requests) == 1  # the prompt's own echo travels in the same request
+    assert scripted_server.requests[0]["body"]["prompt"] == ["Say hello", "Say hello world", "Say hello there"]

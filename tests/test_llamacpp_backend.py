@@ -215,3 +215,16 @@ def test_a_script_that_scores_exits_without_resource_warnings(local_model, tmp_p
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() in ("['neg']", "['pos']")
     assert "ResourceWarning" not in r.stderr and "unclosed" not in r.stderr, r.stderr
+
+
+def test_the_seam_rule_scores_exactly_the_forms_tokens_after_the_prompts(local_model) -> None:
+    # The prompt's own tokens, then tokens covering the form exactly: scored, a space or not.
+    got = local_model.continuation_logprobs([("Sentiment:", "positive"), ("Sentiment: pos", "itive"),
+                                             ("Sentiment:", "-"), ("Topic", "s")])
+    plain = got[0]
+    assert isinstance(plain, Continuation) and "".join(plain.tokens) == "positive"
+    assert plain.logprobs[0] == pytest.approx(
+        float(local_model.next_token_logprobs("Sentiment:")[local_model.token_ids("positive")[0]]), abs=1e-4)
+    # " pos" + "itive" is " positive", ":" + "-" is ":-", "Topic" + "s" is "Topics": no number is the form's
+    assert got[1:] == [None, None, None]
+    assert local_model.tokenize("Sentiment: positive")[-1] == " positive"

@@ -267,3 +267,38 @@ def test_batch_and_domain_context_from_the_embedded_model(local_model) -> None:
     np.testing.assert_allclose(batch.predict_proba(s).mean(axis=0), [0.5, 0.5], atol=0.15)
     dc = ck.DomainContextCalibration(content_free=ck.domain_context_scores(tpl, verb, local_model, texts=X, n_samples=5, seed=1))
     assert dc.fit(s).predict_proba(s).shape == (20, 2)
+
+
+MERGING_TPL, MERGING_VERB = "Review: {text}\nSentiment: pos", {"pos": "itive", "neg": "ition"}
+
+
+@pytest.mark.parametrize("method", ["auto", "topk", "exact"])
+def test_a_merging_form_is_an_error_on_the_embedded_model_with_every_method(local_model, method) -> None:
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with pytest.raises(TokenizationError) as e:
+            ck.score(["a great film"], MERGING_TPL, MERGING_VERB, local_model, method=method)
+    msg = str(e.value)
+    assert msg.startswith("the form 'itive' merges with the end of prompt 0 'Review: a great film\\nSentiment: pos'")
+    assert "start the forms with a space (e.g. ' itive')" in msg and "no trailing text" in msg
+    assert not [x for x in w if issubclass(x.category, ck.TokenizationWarning)]  # an error, not a warning
+
+
+def test_a_form_without_a_space_that_keeps_the_prompts_tokens_is_scored(local_model) -> None:
+    # "Sentiment:" + "positive" tokenizes as the prompt's tokens + "positive": not a trap
+    s = ck.score(["a great film"], "Review: {text}\nSentiment:", {"pos": "positive", "neg": "negative"}, local_model)
+    c = local_model.continuation_logprobs([("Review: a great film\nSentiment:", "positive")])[0]
+    assert s.logprobs[0, s.classes.index("pos")] == pytest.approx(c.logprob)
+
+
+def test_topk_checks_every_prompt_where_the_example_meets_the_form() -> None:
+    # The template ends with the example: "ok " leaves "!" a token of its own, "great" merges with it.
+    b = TableBackend({"Say: ok ": {"!": -0.5, "?": -1.0}, "Say: great": {"!": -0.5, "?": -1.0}})
+    with pytest.raises(TokenizationError, match=r"the form '!' merges with the end of prompt 1 'Say: great'"):
+        ck.score(["ok ", "great"], "Say: {text}", {"a": "!", "b": "?"}, b, method="topk", check=False)
+    assert ("top_k", "Say: great") not in b.asked  # checked before any number was asked for
+    # a template with text after the example checks its first prompt only (the seam is the same)
+    b = TableBackend({"Say: ok\nA:": {" yes": -0.5, " no": -1.0}, "Say: great\nA:": {" yes": -0.5, " no": -1.0}})
+    ck.score(["ok", "great"], "Say: {text}\nA:", {"a": " yes", "b": " no"}, b, method="topk", check=False)
+    assert [q for q in b.asked if q[0] == "continuation"] == [("continuation", "Say: ok\nA:", " yes"),
+                                                              ("continuation", "Say: ok\nA:", " no")]

@@ -9,6 +9,14 @@ The questions are about meaning, not wire requests (lm-evaluation-harness's
   continuation's tokens and the log-probability of each given the prompt, or None
   where the continuation merges with the end of the prompt into one token.
 
+The seam rule, the same for every backend: prompt + continuation is scored only where
+it tokenizes as the prompt's own tokens followed by tokens that cover the continuation
+exactly; those tokens are scored, even where the continuation alone would tokenize
+otherwise. Anywhere else (the continuation's first characters merge into the prompt's
+last token, or change how the prompt tokenizes) the answer is None, never numbers for
+some other text; :func:`~calibkit.score` turns None into a
+:class:`~calibkit.TokenizationError` that names the form and the prompt.
+
 A backend is a class with an :attr:`~Backend.identity` and the two methods that
 answer these, ``_answer_top_k`` and ``_answer_continuations``. Everything else is
 here: the answers already in the cache are looked up, the rest are asked in
@@ -41,9 +49,28 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
+from ..api import APIError
 from ..cache import ResponseCache, resolve_cache
 
-__all__ = ["Backend", "Continuation", "TopK", "check_int"]
+__all__ = ["MISSING", "Backend", "Continuation", "IncompleteAnswers", "TopK", "check_int"]
+
+#: Where :class:`IncompleteAnswers` has no answer for a question.
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+
+class IncompleteAnswers(Exception):
+    """A batch that failed part way: the answers that came (``MISSING`` where none did) and why.
+
+    A backend's ``_answer_*`` method raises it so that what was answered is cached before
+    the error (``cause``) reaches the user: paid work is never asked for twice.
+    """
+
+    def __init__(self, answers: list[Any], cause: BaseException, failed: Sequence[int] = ()):
+        super().__init__(str(cause))
+        self.answers = answers
+        self.cause = cause
+        #: positions of the questions whose request failed (the others MISSING were not sent)
+        self.failed = list(failed)
 
 #: The answer to the top-k question for one prompt: token string -> log-probability,
 #: most likely first. A server may add the sampled token as a (k+1)-th entry.
@@ -167,7 +194,13 @@ class Backend(ABC):
         """For each (prompt, continuation): the continuation's tokens and the logprob of each given the prompt.
 
         None where the continuation merges with the end of the prompt into one token, so
-        that no log-probability belongs to it alone.
+        that no log-probability belongs to it alone: the seam rule of the module's doc
+        (prompt + continuation must tokenize as the prompt's own tokens followed by
+        tokens that cover the continuation exactly).
+
+        >>> m = LocalModel(cache=False)                                  # doctest: +SKIP
+        >>> m.continuation_logprobs([("Sentiment: pos", "itive"), ("Sentiment:", " positive")])  # doctest: +SKIP
+        [None, Continuation(tokens=(' positive',), logprobs=(-5.2...,))]
         """
         pairs = [(p, c) for p, c in pairs]
         _strings([p for p, _ in pairs], "prompts")
@@ -185,7 +218,11 @@ class Backend(ABC):
         )
 
     def form_tokens(self, prompt: str, forms: Sequence[str]) -> list[list[str] | None]:
-        """The tokens each form becomes right after ``prompt``; None where it merges with the prompt."""
+        """The tokens each form becomes right after ``prompt``; None where it merges with the prompt (the seam rule).
+
+        >>> api.form_tokens("Sentiment:", [" positive", "itive"])      # doctest: +SKIP
+        [[' positive'], None]
+        """
         return [None if c is None else list(c.tokens) for c in self.continuation_logprobs([(prompt, f) for f in forms])]
 
     def _ask(
@@ -213,18 +250,42 @@ class Backend(ABC):
             if progress is not None and out:
                 progress(len(out))
         todo = [q for q in unique if q not in out]
+
+        def keep(answered: dict[Q, A]) -> None:
+            out.update(answered)
+            self.requests_made += len(answered)
+            if self.cache is not None and answered:
+                self.cache.put_many({keys[q]: encode(a) for q, a in answered.items()})
+            if progress is not None:
+                progress(len(answered))
+
         for s in range(0, len(todo), self.batch_size):
             batch = todo[s : s + self.batch_size]
-            answers = list(answer(batch))
+            try:
+                answers = list(answer(batch))
+            except IncompleteAnswers as e:
+                keep({q: a for q, a in zip(batch, e.answers) if a is not MISSING})
+                failed = [batch[i] for i in e.failed] or [q for q in batch if q not in out]
+                raise self._resumable(e.cause, failed, len(out), len(unique))
+            except APIError as e:
+                raise self._resumable(e, batch, len(out), len(unique))
             if len(answers) != len(batch):  # a backend that loses answers is a bug, not a silent gap
                 raise RuntimeError(f"{type(self).__name__} answered {len(answers)} of {len(batch)} questions")
-            out.update(zip(batch, answers))
-            self.requests_made += len(batch)
-            if self.cache is not None:
-                self.cache.put_many({keys[q]: encode(a) for q, a in zip(batch, answers)})
-            if progress is not None:
-                progress(len(batch))
+            keep(dict(zip(batch, answers)))
         return [out[q] for q in items]
+
+    def _resumable(self, error: BaseException, failed: list[Any], answered: int, total: int) -> BaseException:
+        """``error``, its message saying which questions it stopped, what finished, and how to resume."""
+        kept = ("cached: a rerun asks only the rest" if self.cache is not None
+                else "not cached (cache=False / --no-cache): a rerun asks them all again")
+        shown = ", ".join(repr(q if isinstance(q, str) else tuple(q))[:80] for q in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        note = f" [failed: {shown}{more}; {answered} of {total} questions were answered and are {kept}]"
+        error.args = (f"{error.args[0] if error.args else error}{note}", *error.args[1:])
+        if isinstance(error, APIError):
+            error.message += note
+        error.__suppress_context__ = True  # its own __cause__, if any, is what to show
+        return error
 
     # -- life cycle ---------------------------------------------------------------------------
     def close(self) -> None:

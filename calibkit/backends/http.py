@@ -30,6 +30,19 @@ tries run out, the error says what happened: "could not reach" a server that
 refused or never accepted the connection, "timed out waiting for" one that was
 reached but did not answer within ``timeout``.
 
+A 2xx answer whose body is not valid JSON (cut short by a proxy, an empty body, bytes
+that are not UTF-8) is as transient as a dropped connection: it is retried like one,
+within ``max_retries``, and the final error shows what came back. A body that is
+valid JSON but breaks the protocol (a field of the wrong type, lists of different
+lengths, choices that do not match the prompts, more top-k entries than asked for) is
+not retried: :class:`MalformedResponseError` says what was wrong. What real servers
+send is accepted: ``top_logprobs`` with a (k+1)-th entry (the sampled token), two
+token ids whose strings collide as one JSON key (their probabilities added), and
+OpenAI's ``"bytes:\\xe2\\x80"`` strings for tokens that are not whole UTF-8
+characters, which are kept as opaque tokens of their own (no form equals one, so in
+top-k they only count towards the mass outside the forms); echo spans are read from
+``text_offset`` alone, so that such a token's string length does not matter.
+
 Example
 -------
 >>> import calibkit as ck
@@ -56,17 +69,17 @@ import re
 import threading
 import time
 import weakref
-from typing import Any, AsyncIterator, Coroutine, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Coroutine, Sequence, TypeVar
 
 import httpx
 
-from ..api import ACS_LOGPROBS_CAP, APIError, CompletionRequest, CompletionResponse, Usage
+from ..api import ACS_LOGPROBS_CAP, APIError, CompletionRequest, CompletionResponse, Logprobs, Usage
 from ..cache import ResponseCache
-from .base import Backend, Continuation, TopK, check_int
+from .base import MISSING, Backend, Continuation, IncompleteAnswers, TopK, check_int
 
 T = TypeVar("T")
 
-__all__ = ["AdaptiveLimiter", "Client"]
+__all__ = ["AdaptiveLimiter", "Client", "MalformedResponseError", "echo_span"]
 
 log = logging.getLogger("calibkit.http")
 
@@ -80,6 +93,8 @@ _OVERLOAD = {429, 503, 504}
 _SLOW = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)
 # The server was reached and the connection broke before an answer.
 _DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+# Headers that carry credentials: left out of a pickled client, as its api_key is.
+_SECRET_HEADERS = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
 # Guards the lazy start of a client's loop: two threads that share a client and make
 # its first call at once must not start two loops (a coroutine on one would use the
 # other's connection pool).
@@ -105,6 +120,92 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     if value is not None and 0 < value <= 60:
         return value
     return None
+
+
+class MalformedResponseError(APIError, ValueError):
+    """A 2xx answer that is not a valid completions response; the message says what was wrong.
+
+    Raised after the retries where the body was not JSON at all (truncated: transient),
+    at once where it was JSON that breaks the protocol (no retry would change it).
+
+    >>> raise MalformedResponseError("the server sent 2 choices for 1 prompt")
+    Traceback (most recent call last):
+    ...
+    calibkit.backends.http.MalformedResponseError: the server sent 2 choices for 1 prompt
+    """
+
+
+class _Garbled(Exception):
+    """A 2xx body that is not valid JSON (cut short, empty, not UTF-8): retried like a dropped connection."""
+
+
+def _decode_json(raw: bytes) -> Any:
+    """The decoded JSON of a 2xx body; _Garbled where it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _Garbled(str(e)) from e
+
+
+def _parse_completion(raw: bytes) -> CompletionResponse:
+    """A completions body parsed; _Garbled if not JSON, MalformedResponseError if JSON that breaks the protocol."""
+    try:
+        return CompletionResponse.from_json(raw)
+    except APIError:
+        raise
+    except UnicodeDecodeError as e:
+        raise _Garbled(str(e)) from e
+    except (ValueError, TypeError) as e:
+        if isinstance(e.__cause__, (json.JSONDecodeError, UnicodeDecodeError)):
+            raise _Garbled(str(e.__cause__)) from e
+        raise MalformedResponseError(f"the server's answer is JSON but not a valid completions response: {e}") from e
+
+
+def _excerpt(raw: bytes, n: int = 80) -> str:
+    """The end of a body, where a cut shows, for an error message."""
+    text = raw.decode("utf-8", "replace")
+    return repr(text) if len(text) <= n else f"...{text[-n:]!r}"
+
+
+def echo_span(lp: Logprobs, start: int, end: int) -> tuple[list[str], list[float | None]] | None:
+    """The tokens of an echo answer whose text starts in ``[start, end)``, with their logprobs.
+
+    With ``start = len(prompt)`` and ``end = len(prompt + form)`` these are the form's
+    tokens. None where no token starts exactly at ``start`` or one straddles it (the
+    form's first characters merged into the prompt's last token): then no
+    log-probability belongs to the form alone. Token ``i`` covers the text from
+    ``text_offset[i]`` to ``text_offset[i + 1]``: its string's length is not used, so
+    that an OpenAI ``"bytes:\\xe2\\x80"`` token (part of a character) is placed right.
+
+    >>> lp = Logprobs(["Sentiment:", " pos", "itive"], [None, -1.0, -0.5], [], [0, 10, 14])
+    >>> echo_span(lp, 10, 19)
+    ([' pos', 'itive'], [-1.0, -0.5])
+    >>> echo_span(lp, 12, 19) is None       # " pos|itive": the form starts inside " pos"
+    True
+    """
+    offsets = lp.text_offset
+    if len(offsets) != len(lp.tokens):
+        raise MalformedResponseError(
+            f"echo scoring needs a text_offset for every token; the server sent {len(offsets)} for "
+            f"{len(lp.tokens)} tokens"
+        )
+    if any(b < a for a, b in zip(offsets, offsets[1:])):
+        raise MalformedResponseError(f"the server sent text_offset out of order: {offsets}")
+    values: list[float | None] = list(lp.token_logprobs) if lp.token_logprobs else [None] * len(lp.tokens)
+    toks: list[str] = []
+    lps: list[float | None] = []
+    at_boundary = False
+    for i, (tok, off, v) in enumerate(zip(lp.tokens, offsets, values)):
+        stop = offsets[i + 1] if i + 1 < len(offsets) else off + len(tok)
+        if off < start < stop:
+            return None
+        at_boundary = at_boundary or off == start
+        if start <= off < end:
+            toks.append(tok)
+            lps.append(v)
+    if not toks or not at_boundary:
+        return None
+    return toks, lps
 
 
 class _NotSent(Exception):
@@ -297,7 +398,8 @@ class Client(Backend):
     ----------
     base_url : the API base, e.g. ``"https://host/v1"`` (requests go to
         ``{base_url}/completions``); a list of them spreads the load over replicas.
-    api_key : sent as ``Authorization: Bearer``; never logged nor part of a cache key.
+    api_key : sent as ``Authorization: Bearer``; never logged, part of a cache key nor
+        pickled (see below).
     model : the model name to ask for (default: the first one ``GET /models`` lists).
     logprobs_cap : the endpoint's top-k cap: 20 for ACS, 5 for OpenAI's legacy API,
         vLLM's ``max_logprobs``. Requests above it fail before they are sent.
@@ -317,6 +419,16 @@ class Client(Backend):
     The API is synchronous and also works inside a running event loop (Jupyter). One
     connection pool serves the client's life: close it with :meth:`close`, or use
     ``with ck.Client(...) as api:``.
+
+    Pickling (a fitted :class:`~calibkit.LogprobClassifier` holds its client) leaves the
+    key out, and credential headers given in ``headers=`` too: an unpickled client takes
+    its key from ``ACS_API_KEY`` where that is set, else it has none, and a request the
+    server refuses for want of one fails with a 401 that says to set ``ACS_API_KEY`` or
+    pass ``api_key=``.
+
+    >>> import pickle
+    >>> b"sk-secret" in pickle.dumps(Client("http://127.0.0.1:8000/v1", "sk-secret", model="m", cache=False))
+    False
 
     ``limiter`` (an :class:`AdaptiveLimiter`, kept for the client's life) paces the
     requests: ``api.limiter.limit`` is how many may be in flight now and
@@ -424,6 +536,8 @@ class Client(Backend):
     def models(self) -> list[str]:
         """The model ids ``GET {base_url}/models`` lists."""
         body = self._run(self._request("GET", "/models", None))
+        if not isinstance(body, dict):
+            raise MalformedResponseError(f"{self.base_urls[0]}/models answered {type(body).__name__}, not an object")
         return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
 
     # -- transport -----------------------------------------------------------------
@@ -457,6 +571,9 @@ class Client(Backend):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
+        # The key never travels: a pickle on disk or sent to a worker must not hold it.
+        state["api_key"] = None
+        state["headers"] = {k: v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
         state["_loop"] = None  # a copy opens its own pool on first use
         state["_closed"] = False  # ... even where this one is closed
         del state["_next_replica"]  # itertools objects do not pickle on every Python
@@ -464,17 +581,25 @@ class Client(Backend):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.api_key = os.environ.get("ACS_API_KEY") or None
         self._next_replica = itertools.count()
 
     async def _request(
-        self, method: str, path: str, body: Any, failed: asyncio.Event | None = None, divisible: bool = False
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        failed: asyncio.Event | None = None,
+        divisible: bool = False,
+        parse: Callable[[bytes], Any] = _decode_json,
     ) -> Any:
-        """One call with retries; the decoded body of a GET, the raw bytes of a POST.
+        """One call with retries; ``parse`` of the body of its 2xx answer (by default the decoded JSON).
 
         Each try waits for a place under :attr:`limiter`; once ``failed`` is set (another
         request of the same call failed for good), a try not yet sent raises _NotSent. A
         ``divisible`` request (several prompts) that times out raises _Split instead of
-        being sent again whole.
+        being sent again whole. A 2xx body that ``parse`` finds is not JSON (_Garbled) is
+        retried as a dropped connection is.
         """
         assert self._loop is not None
         client = self._loop.http
@@ -497,29 +622,44 @@ class Client(Backend):
                     delay = _backoff(retries)
                 else:
                     if r.status_code < 300:
-                        slot.succeeded()
-                        if method == "GET":
-                            return r.json()
-                        return r.content
-                    try:
-                        payload: Any = r.json()
-                    except ValueError:
-                        payload = {"message": r.text or r.reason_phrase}
-                    err = APIError.from_body(r.status_code, payload)
-                    if r.status_code == 401:
-                        err = APIError(
-                            f"{err.message} (check the API key: ACS_API_KEY or api_key=)",
-                            status_code=401, type=err.type, param=err.param, code=err.code, body=payload,
-                        )
-                    wait = _retry_after(r.headers)
-                    if r.status_code in _OVERLOAD:
-                        after = f", retry after {wait:g} s" if wait is not None else ""
-                        self._back_off(slot, f"{url} answered {r.status_code} ({err.message}{after})")
-                    if retries >= self.max_retries or not self._should_retry(r, err, errors_500):
-                        raise err
-                    if r.status_code == 500:
-                        errors_500 += 1
-                    delay = wait or _backoff(retries)
+                        slot.succeeded()  # the server answered: no sign of overload
+                        try:
+                            return parse(r.content)
+                        except _Garbled as e:
+                            if retries >= self.max_retries:
+                                raise MalformedResponseError(
+                                    f"{url} answered {r.status_code} with a body that is not valid JSON ({e}; "
+                                    f"{len(r.content)} bytes, ending {_excerpt(r.content)}), on every one of "
+                                    f"{retries + 1} tries (retried {retries} time{'' if retries == 1 else 's'}): "
+                                    f"something between here and the server cuts answers short; pass a larger "
+                                    f"max_retries= if it is rare"
+                                ) from e
+                            log.warning("%s answered %d with a body that is not valid JSON (%s): retrying",
+                                        url, r.status_code, e)
+                            delay = _backoff(retries)
+                    else:
+                        try:
+                            payload: Any = r.json()
+                        except ValueError:
+                            payload = {"message": r.text or r.reason_phrase}
+                        err = APIError.from_body(r.status_code, payload)
+                        if r.status_code == 401:
+                            hint = ("this client has no API key (a pickled Client leaves its key out and takes "
+                                    "ACS_API_KEY when unpickled): set ACS_API_KEY or pass api_key="
+                                    if not self.api_key else "check the API key: ACS_API_KEY or api_key=")
+                            err = APIError(
+                                f"{err.message} ({hint})",
+                                status_code=401, type=err.type, param=err.param, code=err.code, body=payload,
+                            )
+                        wait = _retry_after(r.headers)
+                        if r.status_code in _OVERLOAD:
+                            after = f", retry after {wait:g} s" if wait is not None else ""
+                            self._back_off(slot, f"{url} answered {r.status_code} ({err.message}{after})")
+                        if retries >= self.max_retries or not self._should_retry(r, err, errors_500):
+                            raise err
+                        if r.status_code == 500:
+                            errors_500 += 1
+                        delay = wait or _backoff(retries)
             await asyncio.sleep(delay)  # holding no place: the others may go meanwhile
             retries += 1
 
@@ -560,20 +700,24 @@ class Client(Backend):
     async def _send_pack(self, reqs: list[CompletionRequest], failed: asyncio.Event) -> list[CompletionResponse]:
         body = reqs[0].to_json()
         body["prompt"] = [r.prompts[0] for r in reqs] if len(reqs) > 1 else reqs[0].prompts[0]
-        raw = await self._request("POST", "/completions", body, failed, divisible=len(reqs) > 1)
+        resp: CompletionResponse = await self._request(
+            "POST", "/completions", body, failed, divisible=len(reqs) > 1, parse=_parse_completion
+        )
         self.http_requests += 1
-        resp = CompletionResponse.from_json(raw)
         n = reqs[0].n or 1
         routed: list[list[Any]] = [[] for _ in reqs]
         for c in resp.choices:
             slot = c.index // n
             if not 0 <= slot < len(reqs):
-                raise ValueError(f"the server answered with choice index {c.index} for {len(reqs)} prompts")
+                raise MalformedResponseError(
+                    f"the server answered with choice index {c.index} for a request of {len(reqs)} prompts "
+                    f"and n={n} (indexes 0 to {len(reqs) * n - 1})"
+                )
             c.index = c.index % n
             routed[slot].append(c)
         for i, cs in enumerate(routed):
             if len(cs) != n:
-                raise ValueError(
+                raise MalformedResponseError(
                     f"the server sent {len(cs)} choices for prompt {i} of a request of {len(reqs)} prompts "
                     f"(expected {n}); set max_prompts_per_request=1 if it takes one prompt per request"
                 )
@@ -594,7 +738,12 @@ class Client(Backend):
         ]
 
     async def _run_packs(self, requests: list[CompletionRequest]) -> list[CompletionResponse]:
-        """Single-prompt requests, packed, sent with at most ``limiter.limit`` in flight; answers in order."""
+        """Single-prompt requests, packed, sent with at most ``limiter.limit`` in flight; answers in order.
+
+        When a request fails for good, the others of the call are not sent, and
+        IncompleteAnswers carries the answers that came (MISSING elsewhere), the error, and
+        the positions of the failed request's prompts.
+        """
         # Requests that differ only in their prompt travel together.
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
@@ -605,8 +754,9 @@ class Client(Backend):
             for idx in groups.values()
             for s in range(0, len(idx), self.max_prompts_per_request)
         ]
-        answers: list[CompletionResponse | None] = [None] * len(requests)
+        answers: list[Any] = [MISSING] * len(requests)
         failed = asyncio.Event()
+        failed_at: list[int] = []
 
         async def one(pack: list[int]) -> None:
             try:
@@ -625,8 +775,10 @@ class Client(Backend):
                     if isinstance(r, BaseException):
                         raise r
                 return
-            except BaseException:
+            except BaseException as e:
                 failed.set()  # what has not been sent yet, is not sent at all
+                if not isinstance(e, _NotSent):
+                    failed_at.extend(pack)
                 raise
             for i, r in zip(pack, resps):
                 answers[i] = r
@@ -634,8 +786,8 @@ class Client(Backend):
         results = await asyncio.gather(*(one(p) for p in packs), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _NotSent)]
         if errors:
-            raise errors[0]
-        return answers  # type: ignore[return-value]
+            raise IncompleteAnswers(answers, errors[0], failed=failed_at)
+        return answers
 
     def make_request(self, prompt: str | Sequence[str], **kwargs: Any) -> CompletionRequest:
         """A request for this client's model, checked against its logprobs cap."""
@@ -659,7 +811,11 @@ class Client(Backend):
                 raise TypeError(f"requests must be CompletionRequest objects (got {type(r).__name__})")
             r.validate()
         flat = [dataclasses.replace(r, prompt=p) for r in reqs for p in r.prompts]
-        answers = self._run(self._run_packs(flat)) if flat else []
+        try:
+            answers = self._run(self._run_packs(flat)) if flat else []
+        except IncompleteAnswers as e:
+            e.cause.__suppress_context__ = True  # its own __cause__, if any, is what to show
+            raise e.cause
         out, at = [], 0
         for r in reqs:
             out.append(CompletionResponse.merge(answers[at : at + len(r.prompts)], r.n or 1))
@@ -667,36 +823,92 @@ class Client(Backend):
         return out[0] if single else out
 
     # -- the two questions ---------------------------------------------------------------
+    def _send(self, requests: list[CompletionRequest], read: Callable[[list[Any]], list[Any]],
+              failed_of: Callable[[int], list[int]]) -> list[Any]:
+        """Send single-prompt requests; ``read`` turns the answers (MISSING where none came) into
+        answers to the questions. A call that fails part way raises IncompleteAnswers with what
+        ``read`` makes of the answers that came, the questions of the failed request
+        (``failed_of`` maps a request's position to them) first."""
+        for r in requests:
+            r.validate()
+        try:
+            return read(self._run(self._run_packs(requests)))
+        except IncompleteAnswers as e:
+            failed = sorted({q for i in e.failed for q in failed_of(i)})
+            raise IncompleteAnswers(read(e.answers), e.cause, failed=failed) from None
+
     def _answer_top_k(self, prompts: list[str], k: int) -> list[TopK]:
-        resps = self.complete([self.make_request(p, max_tokens=1, logprobs=k, temperature=0) for p in prompts])
-        out = []
-        for p, resp in zip(prompts, resps):
-            lp = resp.choices[0].logprobs
-            if lp is None or not lp.top_logprobs or lp.top_logprobs[0] is None:
-                raise APIError(
-                    f"{self.model_name} at {self.base_urls[0]} returned no top_logprobs for the prompt "
-                    f"{p[:40]!r}; the endpoint must support the logprobs field of the completions API"
-                )
-            out.append(dict(lp.top_logprobs[0]))
-        return out
+        requests = [self.make_request(p, max_tokens=1, logprobs=k, temperature=0) for p in prompts]
+        return self._send(requests, lambda resps: [MISSING if r is MISSING else self._top_of(p, r, k)
+                                                    for p, r in zip(prompts, resps)], lambda i: [i])
+
+    def _top_of(self, p: str, resp: CompletionResponse, k: int) -> TopK:
+        """The top-k answer for prompt ``p`` in ``resp``, checked."""
+        lp = resp.choices[0].logprobs
+        if lp is None or not lp.top_logprobs or lp.top_logprobs[0] is None:
+            raise APIError(
+                f"{self.model_name} at {self.base_urls[0]} returned no top_logprobs for the prompt "
+                f"{p[:40]!r}; the endpoint must support the logprobs field of the completions API"
+            )
+        top = dict(lp.top_logprobs[0])
+        if len(top) > k + 1:  # k, and the sampled token where it is not among them
+            raise MalformedResponseError(
+                f"{self.model_name} at {self.base_urls[0]} sent {len(top)} top_logprobs entries for "
+                f"logprobs={k} (at most k + 1, the sampled token added); the endpoint ignores logprobs="
+            )
+        return top
 
     def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
-        reqs = [
-            self.make_request(p + c, max_tokens=self.echo_max_tokens, echo=True, logprobs=0, temperature=0)
-            for p, c in pairs
-        ]
-        out: list[Continuation | None] = []
-        for (p, c), resp in zip(pairs, self.complete(reqs)):
-            lp = resp.choices[0].logprobs
-            if lp is None:
-                raise APIError(f"{self.model_name} answered an echo request without logprobs")
-            span = lp.span(len(p), len(p) + len(c))
-            if span is None:
+        # Each prompt is echoed alone too (packed with the pairs, one per prompt of the batch):
+        # the seam rule of Backend.continuation_logprobs needs the prompt's own tokens, so that a
+        # continuation that changes how the prompt tokenizes is seen even where a token boundary
+        # falls at the seam.
+        prompts = list(dict.fromkeys(p for p, _ in pairs if p))  # "" has no tokens to compare
+        texts = prompts + [p + c for p, c in pairs]
+        requests = [self.make_request(t, max_tokens=self.echo_max_tokens, echo=True, logprobs=0, temperature=0)
+                    for t in texts]
+
+        def failed_of(i: int) -> list[int]:  # a prompt echoed alone stands for each of its pairs
+            return [j for j, (p, _) in enumerate(pairs) if p == prompts[i]] if i < len(prompts) else [i - len(prompts)]
+
+        return self._send(requests, lambda resps: self._read_continuations(pairs, prompts, resps), failed_of)
+
+    def _read_continuations(self, pairs: list[tuple[str, str]], prompts: list[str],
+                            resps: list[Any]) -> list[Continuation | None]:
+        own: dict[str, Any] = {"": []}
+        for p, resp in zip(prompts, resps):
+            if resp is MISSING:
+                own[p] = MISSING
+                continue
+            lp = self._echo_logprobs(resp)
+            own[p] = [(t, o) for t, o in zip(lp.tokens, lp.text_offset) if o < len(p)]
+        out: list[Any] = []
+        for (p, c), resp in zip(pairs, resps[len(prompts):]):
+            if resp is MISSING or own[p] is MISSING:
+                out.append(MISSING)
+                continue
+            lp = self._echo_logprobs(resp)
+            span = echo_span(lp, len(p), len(p + c))
+            head = [(t, o) for t, o in zip(lp.tokens, lp.text_offset) if o < len(p)]
+            if span is None or head != own[p]:
                 out.append(None)
                 continue
             tokens, logprobs = span
             if any(v is None for v in logprobs):
-                raise APIError(f"{self.model_name} sent a null logprob inside the continuation {c!r}")
+                raise MalformedResponseError(f"{self.model_name} sent a null logprob inside the continuation {c!r}")
             out.append(Continuation(tuple(tokens), tuple(float(v) for v in logprobs if v is not None)))
         return out
 
+    def _echo_logprobs(self, resp: CompletionResponse) -> Logprobs:
+        lp = resp.choices[0].logprobs
+        if lp is None:
+            raise MalformedResponseError(
+                f"{self.model_name} at {self.base_urls[0]} answered an echo request without logprobs; the endpoint "
+                f"must support echo=true with logprobs=0 to score continuations"
+            )
+        if len(lp.text_offset) != len(lp.tokens):
+            raise MalformedResponseError(
+                f"echo scoring needs a text_offset for every token; {self.model_name} at {self.base_urls[0]} sent "
+                f"{len(lp.text_offset)} for {len(lp.tokens)} tokens"
+            )
+        return lp

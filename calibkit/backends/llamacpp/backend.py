@@ -180,9 +180,12 @@ class LocalModel(Backend):
         P = len(ids)
         conts: list[list[int] | None] = []
         for c in continuations:
-            cids = eng.tokenize(c, False)
-            # Where prompt + continuation tokenizes otherwise at the seam, no logprob is the continuation's alone.
-            conts.append(cids if cids and eng.tokenize(prompt + c, True) == ids + cids else None)
+            # The seam rule (Backend.continuation_logprobs): prompt + continuation must tokenize
+            # as the prompt's own tokens followed by tokens that cover the continuation exactly;
+            # those are scored (even where the continuation alone would tokenize otherwise).
+            # Where the continuation merges into the prompt's tokens, none is its alone: None.
+            full = eng.tokenize(prompt + c, True)
+            conts.append(full[P:] if len(full) > P and full[:P] == ids else None)
         scored = [f for f in conts if f is not None]
         if not scored:
             return [None] * len(conts)
