@@ -25,7 +25,8 @@ from .version import __version__
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["APIError", "CompletionRequest", "CompletionResponse", "InvalidRequestError"], "api"),
     **dict.fromkeys(["Backend", "Client", "Continuation", "LocalModel"], "backends"),
-    "ResponseCache": "cache",
+    **dict.fromkeys(["CacheError", "CacheFullError", "ResponseCache"], "cache"),
+    "MalformedResponseError": "backends.http",
     **dict.fromkeys(
         [
             "BatchCalibration", "ContextualCalibration", "CrossFitCalibration", "DomainContextCalibration",
