@@ -205,6 +205,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                                       "(\\n, \\t and \\\\ are read as newline, tab and backslash)")
     g.add_argument("--verbalizer", metavar="JSON",
                    help='classes to surface forms overriding the data set\'s, e.g. \'{"neg": " negative", "pos": " positive"}\'')
+    g.add_argument("--drop-missing", action="store_true",
+                   help="drop the rows with no text (an empty cell) or no label, saying how many; without it "
+                        "such rows are an error naming their lines")
     g.add_argument("--method", choices=("auto", "topk", "exact"), default="auto", help="scoring method (default auto)")
     g.add_argument("-k", type=int, default=None,
                    help="top-k size for --method topk and auto (default: the endpoint's cap, 20 for ACS)")
@@ -235,11 +238,30 @@ def _check_k(args: argparse.Namespace, backend) -> None:
 
 
 def _load(args: argparse.Namespace):
-    """The data set the data flags name, with --template and --verbalizer applied."""
-    import json
+    """The data set the data flags name, with --template and --verbalizer applied.
 
-    from .datasets import list_datasets, load_dataset
+    Rows with no text or no label are an error naming their lines, or with
+    --drop-missing dropped, with a line on stderr saying how many and which.
+    """
+    import json
+    import warnings
+
+    from .datasets import MissingValuesError, MissingValuesWarning, list_datasets, load_dataset
     from .templates import PromptTemplate, Verbalizer
+
+    missing = "drop" if getattr(args, "drop_missing", False) else "error"
+
+    @contextlib.contextmanager
+    def flagged() -> Iterator[None]:
+        """Missing values in the words of the command line: --drop-missing, not missing='drop'."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MissingValuesWarning)  # said on stderr below, in flags
+                yield
+        except MissingValuesError as e:
+            if len(e.rows) < e.total:
+                raise ValueError(f"{e.problem}; fill them in, or pass --drop-missing to drop those rows") from None
+            raise
 
     _check_data_args(args)
     args.sample = "all rows"
@@ -272,7 +294,8 @@ def _load(args: argparse.Namespace):
         if given:
             raise ValueError(f"{' and '.join(given)} read data files; the bundled data set {name!r} has its own "
                              "columns (change how it is scored with --template and --verbalizer)")
-        ds = load_dataset(name)
+        with flagged():
+            ds = load_dataset(name, missing=missing)
         ds.template = template or ds.template
         ds.verbalizer = verbalizer or ds.verbalizer
     else:
@@ -283,14 +306,22 @@ def _load(args: argparse.Namespace):
             options["text_column"] = args.text_column[0] if len(args.text_column) == 1 else args.text_column
         if args.label_column:
             options["label_column"] = args.label_column
-        ds = load_dataset(name, format=args.format, **{k: v for k, v in options.items() if v is not None})
+        with flagged():
+            ds = load_dataset(name, format=args.format, missing=missing,
+                              **{k: v for k, v in options.items() if v is not None})
+    absent = [f for f in ds.template.fields if f not in ds.frame.columns]
+    if absent:
+        raise ValueError(f"the template needs the columns {absent}; the data has {list(ds.frame.columns)} "
+                         "(name them with --text-column, or change --template)")
+    read = ds.dropped
+    ds.fields = list(ds.template.fields)
+    with flagged():  # the --template's fields, which the loader may not have read as text
+        ds = ds.settle_missing(missing)
+    for dropped in [read] + ([ds.dropped] if ds.dropped is not read else []):
+        if dropped is not None:
+            print(f"calibkit: --drop-missing: {dropped}", file=sys.stderr)
     if args.limit is not None:
         ds.frame = _limit(ds.frame, ds.label_column, args)
-    missing = [f for f in ds.template.fields if f not in ds.frame.columns]
-    if missing:
-        raise ValueError(f"the template needs the columns {missing}; the data has {list(ds.frame.columns)} "
-                         "(name them with --text-column, or change --template)")
-    ds.fields = list(ds.template.fields)
     return ds
 
 
@@ -601,7 +632,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
-_SERVE_LIMITS = ("max_body_bytes", "max_prompts", "max_tokens_limit", "max_n", "queue_size", "batch_size")
+_SERVE_LIMITS = ("max_body_bytes", "max_prompts", "max_tokens_limit", "max_n", "max_request_tokens", "queue_size",
+                 "batch_size", "body_timeout")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PromptTemplate",
+    "is_missing",
+    "iter_examples",
     "TRAP_METHODS",
     "TokenizationTrap",
     "TokenizationWarning",
@@ -56,6 +58,36 @@ def _fields_of(text: str, what: str) -> list[str]:
         if base not in names:
             names.append(base)
     return names
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a value is missing: None, a float NaN (numpy's too), ``pd.NA`` or ``pd.NaT``.
+
+    An empty string is not missing: it is a legitimate, content-free input (see
+    :data:`calibkit.scoring.CONTENT_FREE`).
+
+    >>> [is_missing(v) for v in (None, float("nan"), "", "text", 0)]
+    [True, True, False, False, False]
+    """
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)):
+        return False
+    if type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing markers, without importing pandas
+        return True
+    try:
+        return bool(value != value)  # NaN is the one value unequal to itself
+    except (TypeError, ValueError):  # arrays and other values with no single truth value
+        return False
+
+
+def _positions(rows: Sequence[int], total: int, noun: str = "example") -> str:
+    """``"examples 3, 17 (2 of 120)"``: the first few positions, and how many there are."""
+    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    return f"{noun}{'s' if len(rows) > 1 else ''} {shown} ({len(rows)} of {total})"
+
+
+_MISSING_FIX = "fill them, or drop those rows first (calibkit's CLI: --drop-missing)"
 
 
 def _as_mapping(example: Any, fields: list[str]) -> Mapping[str, Any]:
@@ -140,7 +172,8 @@ class PromptTemplate:
     def _key(self) -> tuple:
         return (self.template, self.instructions, repr(self.demonstrations), self.separator)
 
-    def _query(self, example: Any) -> str:
+    def _values(self, example: Any) -> Mapping[str, Any]:
+        """The example's value of each field (KeyError naming a field it lacks)."""
         values = _as_mapping(example, self.fields)
         missing = [f for f in self.fields if f not in values]
         if missing:
@@ -148,7 +181,57 @@ class PromptTemplate:
                 f"the example has no {missing[0]!r} (the template needs {self.fields}; "
                 f"it has {sorted(map(str, values))})"
             )
+        return values
+
+    def _query(self, example: Any, what: str = "the example") -> str:
+        if is_missing(example):
+            raise ValueError(f"{what} is {example!r}, not an example: give it a value, or drop it")
+        values = self._values(example)
+        empty = [f for f in self.fields if is_missing(values[f])]
+        if empty:
+            raise ValueError(
+                f"{what} has no value for field {empty[0]!r} ({values[empty[0]]!r}); fill it, or drop that row"
+            )
         return self.template.format(**{f: values[f] for f in self.fields})
+
+    def check(self, examples: Any) -> list[Any]:
+        """The examples as a list, checked: a missing value (see :func:`is_missing`) is an error.
+
+        The error names the field and the examples' positions (from 0), the first
+        few and how many, so that they can be found and filled or dropped. Empty
+        strings are values, not missing.
+
+        >>> tpl = PromptTemplate("Review: {text}")
+        >>> tpl.check([{"text": "fine"}, {"text": None}])
+        Traceback (most recent call last):
+        ...
+        ValueError: example 1 (1 of 2) has no value for field 'text' (None/NaN); fill them, or drop those rows first (calibkit's CLI: --drop-missing)
+        """
+        rows = iter_examples(examples)
+        where: dict[str, list[int]] = {}
+        for i, ex in enumerate(rows):
+            if is_missing(ex):  # a None in a list of strings: every field is missing
+                for f in self.fields:
+                    where.setdefault(f, []).append(i)
+                continue
+            if isinstance(ex, (str, Mapping, tuple, list)) or hasattr(ex, "to_dict"):
+                values = self._values(ex)
+                for f in self.fields:
+                    if is_missing(values[f]):
+                        where.setdefault(f, []).append(i)
+        if where:
+            n = len(rows)
+            if len(where) == 1:
+                (f, idx), = where.items()
+                has = "has" if len(idx) == 1 else "have"
+                raise ValueError(f"{_positions(idx, n)} {has} no value for field {f!r} (None/NaN); {_MISSING_FIX}")
+            all_idx = sorted({i for idx in where.values() for i in idx})
+            parts = "; ".join(f"{f!r} in {_positions(where[f], n)}" for f in self.fields if f in where)
+            has = "has" if len(all_idx) == 1 else "have"
+            raise ValueError(
+                f"{_positions(all_idx, n)} {has} no value (None/NaN) for a field: {parts}; {_MISSING_FIX}"
+            )
+        return rows
 
     def prefix(self, verbalizer: "Verbalizer | None" = None) -> str:
         """Instructions and demonstrations, with the separator: the part every prompt shares."""
@@ -159,22 +242,41 @@ class PromptTemplate:
                     "this template has demonstrations: pass verbalizer= so that their labels "
                     "can be written with the label's surface form"
                 )
-            for ex, label in self.demonstrations:
-                parts.append(self._query(ex) + verbalizer.form_of(label))
+            for i, (ex, label) in enumerate(self.demonstrations):
+                parts.append(self._query(ex, f"demonstrations[{i}]") + verbalizer.form_of(label))
         return "".join(p + self.separator for p in parts)
 
     def format(self, example: Any, verbalizer: "Verbalizer | None" = None) -> str:
-        """The prompt for one example."""
+        """The prompt for one example; a missing value (None, NaN) is a ValueError naming its field.
+
+        >>> PromptTemplate("Review: {text}").format({"text": float("nan")})
+        Traceback (most recent call last):
+        ...
+        ValueError: the example has no value for field 'text' (nan); fill it, or drop that row
+        """
         return self.prefix(verbalizer) + self._query(example)
 
     def format_many(self, examples: Any, verbalizer: "Verbalizer | None" = None) -> list[str]:
-        """Prompts for a list of strings or dicts, a pandas Series, or a DataFrame (one row each)."""
+        """Prompts for a list of strings or dicts, a pandas Series, or a DataFrame (one row each).
+
+        Missing values are checked first, all of them (see :meth:`check`): the error
+        names the field and the examples' positions.
+
+        >>> PromptTemplate("T: {text}").format_many(["a", ""])
+        ['T: a', 'T: ']
+        """
+        rows = self.check(examples)
         prefix = self.prefix(verbalizer)
-        return [prefix + self._query(ex) for ex in iter_examples(examples)]
+        return [prefix + self._query(ex, f"example {i}") for i, ex in enumerate(rows)]
 
 
 def iter_examples(examples: Any) -> list[Any]:
-    """Examples as a list: a DataFrame gives its rows as dicts, a Series its values."""
+    """Examples as a list: a DataFrame gives its rows as dicts, a Series its values.
+
+    >>> import pandas as pd
+    >>> iter_examples(pd.DataFrame({"text": ["a", "b"]}))
+    [{'text': 'a'}, {'text': 'b'}]
+    """
     if isinstance(examples, str):
         raise TypeError("examples must be a list of examples, not one string: wrap it as [text]")
     if hasattr(examples, "to_dict") and hasattr(examples, "columns"):  # DataFrame

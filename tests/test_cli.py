@@ -458,3 +458,52 @@ def test_hf_without_the_extra_is_one_line_naming_the_install(capsys) -> None:
         pass
     line = one_line_error(capsys, ["eval", "hf:sst2", "--limit", "5"])
     assert "pip install 'calibkit[hf]'" in line and "=" not in line.split("not installed")[1]
+
+
+# -- rows with no text or no label: an error naming the lines, or --drop-missing ----------
+@pytest.fixture
+def gappy_reviews(tmp_path):
+    """Reviews with an empty text cell (line 3), a blank one (line 5) and no label (line 6)."""
+    data = tmp_path / "gappy.csv"
+    data.write_text("review,stars\nAwful.,bad\n,bad\nGreat fun.,good\n   ,good\nFine.,\n"
+                    "Loved it.,good\nDull.,bad\nA bore.,bad\nSuperb.,good\n")
+    return data
+
+
+@pytest.mark.parametrize("command", ["eval", "score"])
+def test_missing_text_or_label_is_an_error_naming_the_lines_before_the_model(capsys, no_model, gappy_reviews,
+                                                                              command) -> None:
+    line = one_line_error(capsys, [command, str(gappy_reviews), "--text-column", "review", "--label-column", "stars"])
+    assert "gappy.csv: empty 'review' on lines 3, 5; empty 'stars' on line 6 (3 of 9 rows)" in line, line
+    assert "pass --drop-missing to drop those rows" in line and "missing=" not in line, line
+
+
+def test_drop_missing_drops_the_rows_and_says_how_many(capsys, monkeypatch, gappy_reviews) -> None:
+    def stop(args):
+        raise ValueError("no model in this test")
+
+    monkeypatch.setattr(cli, "_backend", stop)
+    argv = ["eval", str(gappy_reviews), "--text-column", "review", "--label-column", "stars", "--drop-missing"]
+    assert "no model in this test" in one_line_error(capsys, argv)
+    err = capsys.readouterr().err
+    assert cli.main(argv + ["--limit", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "calibkit: --drop-missing: dropped 3 of 9 rows with no text or label (lines 3, 5, 6)\n" in err, err
+    assert "calibkit: --limit 4: the first 4 of 6 rows" in err, err
+    assert err.index("--drop-missing: dropped") < err.index("--limit 4")
+
+
+def test_drop_missing_on_clean_data_says_nothing(capsys, monkeypatch, sorted_reviews) -> None:
+    monkeypatch.setattr(cli, "_backend", lambda args: (_ for _ in ()).throw(ValueError("no model in this test")))
+    for data in ([str(sorted_reviews), "--text-column", "review", "--label-column", "stars"], ["sentiment"]):
+        assert cli.main(["score", *data, "--drop-missing"]) == 1
+        err = capsys.readouterr().err
+        assert "no model in this test" in err and "--drop-missing" not in err, err
+
+
+def test_drop_missing_cannot_drop_every_row(capsys, no_model, tmp_path) -> None:
+    data = tmp_path / "empty.csv"
+    data.write_text("review,stars\n,bad\n ,good\n")
+    line = one_line_error(capsys, ["eval", str(data), "--text-column", "review", "--label-column", "stars",
+                                   "--drop-missing"])
+    assert "lines 2, 3: empty 'review' (2 of 2 rows)" in line and "--text-column and --label-column" in line, line

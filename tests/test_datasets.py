@@ -199,3 +199,62 @@ def test_a_path_dispatches_to_the_reader(tmp_path: Path) -> None:
 def test_a_shared_file_by_path() -> None:
     ds = load_dataset(str(SHARED_DATA / "sst2" / "dev.txt"))
     assert ds.name == "sst2:dev.txt" and len(ds) == 872
+
+
+def test_a_card_folder_with_missing_rows(tmp_path: Path) -> None:
+    import shutil
+
+    from calibkit.datasets import MissingValuesError, MissingValuesWarning, bundled_root
+
+    folder = tmp_path / "tf"
+    shutil.copytree(bundled_root() / "truefalse", folder)
+    data = folder / "data.csv"
+    lines = data.read_text(encoding="utf-8").splitlines()
+    lines[2] = ",true"  # line 3: no text
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(MissingValuesError, match=r"data\.csv, line 3: empty '\w+' \(1 of 400 rows\)"):
+        load_dataset(folder)
+    with pytest.warns(MissingValuesWarning, match=r"dropped 1 of 400 rows"):
+        ds = load_dataset(folder, missing="drop")
+    assert len(ds) == 399 and ds.dropped.rows == [3]
+
+
+def test_settle_missing_after_a_new_template() -> None:
+    import pandas as pd
+
+    from calibkit.datasets import MissingValuesError
+
+    ds = load_dataset("sentiment").head(4)
+    ds.frame = ds.frame.assign(topic=["a", None, "c", float("nan")])
+    ds.fields = ["text", "topic"]
+    with pytest.raises(MissingValuesError, match=r"rows 1, 3: empty 'topic' \(2 of 4 rows\)"):
+        ds.settle_missing()
+    with pytest.warns(UserWarning, match="dropped 2 of 4"):
+        kept = ds.settle_missing("drop")
+    assert len(kept) == 2 and kept.dropped.unit == "row" and isinstance(kept.frame, pd.DataFrame)
+    assert load_dataset("sentiment").settle_missing().dropped is None
+
+
+def test_hf_rows_with_no_text_are_named_by_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    import pandas as pd
+
+    from calibkit.datasets import MissingValuesError
+
+    class Split:
+        features: dict = {}
+
+        def to_pandas(self) -> pd.DataFrame:
+            return pd.DataFrame({"text": ["good", None, "bad", "", "dull"], "label": ["pos", "neg", None, "pos", "neg"]})
+
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, config, split=None, **kw: Split()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    with pytest.raises(MissingValuesError, match=r"hf:fake \(validation\): empty 'text' on rows 1, 3; "
+                                                 r"empty 'label' on row 2 \(3 of 5 rows\)"):
+        load_dataset("hf:fake", split="validation")
+    with pytest.warns(UserWarning, match="dropped 3 of 5"):
+        ds = load_dataset("hf:fake", split="validation", missing="drop")
+    assert ds.frame.text.tolist() == ["good", "dull"] and ds.dropped.rows == [1, 2, 3] and ds.classes == ["neg", "pos"]

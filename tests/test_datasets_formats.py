@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from calibkit.datasets import DatasetFormatError, load_dataset
+from calibkit.datasets import DatasetFormatError, MissingValuesError, MissingValuesWarning, load_dataset
 from calibkit.datasets.formats import (
     infer_format,
     read_agnews,
@@ -188,7 +188,8 @@ def test_generic_tsv_and_custom_template(tmp_path: Path) -> None:
 
 # -- bad input: the error names the file, the line and the fix ---------------------------
 @pytest.mark.parametrize("name,text,fmt,pattern", [
-    ("s.txt", "1 fine\n0\n", "sst2", r"s\.txt, line 2: expected '<label> <sentence>'.*0 or 1, a space"),
+    ("s.txt", "1 fine\n0fine\n", "sst2", r"s\.txt, line 2: expected '<label> <sentence>'.*0 or 1, a space"),
+    ("s.txt", "1 fine\n0\n", "sst2", r"s\.txt, line 2: empty 'text' \(1 of 2 rows\).*missing='drop'"),
     ("s.txt", "1 fine\n2 odd\n", "sst2", r"s\.txt, line 2: unknown SST-2 label '2'.*read_file"),
     ("a.csv", "Class Index,Title,Description\n1,t,d\n5,t,d\n", "agnews", r"a\.csv, line 3: unknown AG News class index '5'"),
     ("a.csv", "1,t,d\n2,t\n", "agnews", r"a\.csv, line 2: expected 3 cells.*quote cells"),
@@ -231,3 +232,68 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
         read_path(p, format="parquet")
     with pytest.raises(FileNotFoundError, match="no data file at"):
         read_sst2(tmp_path / "missing.txt")
+
+
+# -- rows with no text or no label ---------------------------------------------------------
+@pytest.mark.parametrize("name,text,fmt,pattern", [
+    ("g.csv", "text,label\na,x\n,y\nb,x\n", "csv", r"g\.csv, line 3: empty 'text' \(1 of 3 rows\); give every row its text"),
+    ("g.csv", "text,label\na,x\n   ,y\nb,\nc,y\n", "csv",
+     r"g\.csv: empty 'text' on line 3; empty 'label' on line 4 \(2 of 4 rows\); give every row its text and label"),
+    ("g.tsv", "text\tlabel\na\tx\n\nb\t\n", "tsv", r"g\.tsv, line 4: empty 'label' \(1 of 2 rows\); give every row a label"),
+    ("g.csv", 'text,label\n"two\nlines",x\n"",y\n', "csv", r"g\.csv, line 4: empty 'text'"),
+    ("g.jsonl", '{"text": "a", "label": "x"}\n{"text": null, "label": "y"}\n{"label": "x"}\n', "jsonl",
+     r"g\.jsonl, lines 2, 3: empty 'text' \(2 of 3 rows\)"),
+    ("a.csv", "1,t,d\n2,,d\n3,t,d\n", "agnews", r"a\.csv, line 2: empty 'title'"),
+    ("t.label", "DESC:manner How ?\nHUM:ind\nLOC:city Where ?\n", "trec", r"t\.label, line 2: empty 'question'"),
+    ("r.jsonl", '{"premise": "p", "hypothesis": "h", "label": 0}\n{"premise": null, "hypothesis": "h", "label": 1}\n',
+     "rte", r"r\.jsonl, line 2: empty 'premise'"),
+    ("r.jsonl", '{"premise": "p", "hypothesis": "h", "label": 0}\n{"premise": "p", "hypothesis": "h", "label": -1}\n',
+     "rte", r"r\.jsonl, line 2: empty 'label'"),
+])
+def test_missing_text_or_label_names_file_column_and_line(tmp_path: Path, name: str, text: str, fmt: str,
+                                                           pattern: str) -> None:
+    p = write(tmp_path, name, text)
+    with pytest.raises(MissingValuesError, match=pattern + r".*missing='drop' \(calibkit's CLI: --drop-missing\)"):
+        read_path(p, format=fmt)
+    with pytest.raises(MissingValuesError, match=pattern):
+        load_dataset(p, format=fmt)
+
+
+def test_missing_drop_drops_the_rows_and_says_how_many(tmp_path: Path) -> None:
+    p = write(tmp_path, "g.csv", "text,label\na,x\n,y\nb,x\nc,\n\nd,y\n")
+    with pytest.warns(MissingValuesWarning, match=r"g\.csv: dropped 2 of 5 rows with no text or label \(lines 3, 5\)"):
+        ds = load_dataset(p, missing="drop")
+    assert ds.frame.text.tolist() == ["a", "b", "d"] and ds.classes == ["x", "y"]
+    assert ds.dropped.rows == [3, 5] and ds.dropped.unit == "line" and len(ds.dropped) == 2
+    assert ds.dropped.total == 5 and ds.dropped.columns == ["text", "label"]
+    assert "Dropped 2 of 5 rows" in ds.card
+    # A label after a drop that the verbalizer lacks still names its own line.
+    q = write(tmp_path, "h.csv", "text,label\n,x\nb,x\nc,z\n")
+    with pytest.warns(MissingValuesWarning), pytest.raises(DatasetFormatError, match=r"h\.csv, line 4: the label 'z'"):
+        read_file(q, verbalizer={"x": " x", "y": " y"}, missing="drop")
+
+
+@pytest.mark.parametrize("name,text,fmt,kept", [
+    ("s.txt", "1 fine\n0\n0 dull\n", "sst2", 2),
+    ("t.label", "DESC:manner How ?\nHUM:ind\nLOC:city Where ?\n", "trec", 2),
+    ("a.csv", "1,t,d\n2,,d\n3,t, \n4,t,d\n", "agnews", 2),
+    ("r.jsonl", '{"premise": "p", "hypothesis": "h", "label": 0}\n{"premise": "p", "label": 1}\n'
+     '{"premise": "p", "hypothesis": "h", "label": 1}\n{"premise": "p", "hypothesis": "h"}\n', "rte", 2),
+])
+def test_every_reader_drops_on_request(tmp_path: Path, name: str, text: str, fmt: str, kept: int) -> None:
+    p = write(tmp_path, name, text)
+    with pytest.raises(MissingValuesError):
+        read_path(p, format=fmt)
+    with pytest.warns(MissingValuesWarning, match=rf"dropped {text.count(chr(10)) - kept} of"):
+        ds = read_path(p, format=fmt, missing="drop")
+    assert len(ds) == kept and ds.dropped is not None
+
+
+def test_missing_option_is_checked_and_all_missing_is_not_dropped_to_nothing(tmp_path: Path) -> None:
+    p = write(tmp_path, "g.csv", "text,label\na,x\nb,y\n")
+    with pytest.raises(ValueError, match="missing must be 'error'.*or 'drop'.*not 'skip'"):
+        load_dataset(p, missing="skip")
+    assert load_dataset(p, missing="drop").dropped is None
+    q = write(tmp_path, "e.csv", "text,label\n,x\n ,y\n")
+    with pytest.raises(MissingValuesError, match=r"lines 2, 3: empty 'text' \(2 of 2 rows\); every row lacks"):
+        load_dataset(q, missing="drop")

@@ -98,3 +98,56 @@ def test_traps_are_kept_for_the_methods_they_distort() -> None:
         check_traps(tpl, verb, method="fast")
     with pytest.raises(ValueError, match="one entry per form"):
         check_traps(tpl, verb, tokens=[[" World"]])
+
+
+# -- missing values: an error naming the field and the rows, never the text "nan" ---------
+FIX = r"fill them, or drop those rows first \(calibkit's CLI: --drop-missing\)"
+
+
+@pytest.mark.parametrize("examples, where", [
+    (pd.DataFrame({"text": ["a", float("nan"), "c", None]}), r"examples 1, 3 \(2 of 4\) have"),
+    ([{"text": "a"}, {"text": None}], r"example 1 \(1 of 2\) has"),
+    (["a", "b", None], r"example 2 \(1 of 3\) has"),
+    (pd.Series(["a", float("nan")]), r"example 1 \(1 of 2\) has"),
+    (pd.Series(["a", pd.NA], dtype="string"), r"example 1 \(1 of 2\) has"),
+    (pd.Series([None] * 7), r"examples 0, 1, 2, 3, 4, \.\.\. \(7 of 7\) have"),
+])
+def test_missing_values_name_the_field_and_rows(examples, where: str) -> None:
+    tpl = PromptTemplate("Review: {text}\nSentiment:")
+    with pytest.raises(ValueError, match=where + r" no value for field 'text' \(None/NaN\); " + FIX):
+        tpl.format_many(examples)
+
+
+def test_missing_values_in_several_fields_are_named_field_by_field() -> None:
+    tpl = PromptTemplate("P: {premise}\nH: {hypothesis}")
+    frame = pd.DataFrame({"premise": ["a", None, "c"], "hypothesis": [float("nan"), "b", float("nan")]})
+    with pytest.raises(ValueError, match=r"examples 0, 1, 2 \(3 of 3\) have no value \(None/NaN\) for a field: "
+                                         r"'premise' in example 1 \(1 of 3\); 'hypothesis' in examples 0, 2 \(2 of 3\)"):
+        tpl.format_many(frame)
+
+
+def test_one_missing_value_and_a_missing_demonstration() -> None:
+    verb = Verbalizer({"a": " a", "b": " b"})
+    with pytest.raises(ValueError, match=r"the example has no value for field 'text' \(nan\)"):
+        PromptTemplate("T: {text}").format({"text": float("nan")})
+    with pytest.raises(ValueError, match=r"the example is None, not an example"):
+        PromptTemplate("T: {text}").format(None)
+    with pytest.raises(ValueError, match=r"demonstrations\[1\] has no value for field 'text'"):
+        PromptTemplate("T: {text}", demonstrations=[("x", "a"), ({"text": None}, "b")]).format("y", verb)
+
+
+def test_empty_strings_are_values_not_missing() -> None:
+    # calibkit's own content-free inputs include "" (scoring.CONTENT_FREE).
+    tpl = PromptTemplate("T: {text}")
+    assert tpl.format_many(["", " ", "x"]) == ["T: ", "T:  ", "T: x"]
+    assert tpl.format_many(pd.DataFrame({"text": ["", "y"]})) == ["T: ", "T: y"]
+    assert tpl.check([{"text": ""}]) == [{"text": ""}]
+
+
+def test_score_refuses_missing_values_before_asking_the_model(table_backend) -> None:
+    import calibkit as ck
+
+    b = table_backend({})
+    with pytest.raises(ValueError, match=r"example 1 \(1 of 2\) has no value for field 'text'"):
+        ck.score(pd.DataFrame({"text": ["fine", float("nan")]}), "T: {text}\nA:", {"n": " no", "y": " yes"}, b)
+    assert b.asked == []

@@ -23,16 +23,29 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._dataset import Dataset, DatasetFormatError
+from ._dataset import (
+    MISSING_MODES,
+    Dataset,
+    DatasetFormatError,
+    DroppedRows,
+    MissingMode,
+    MissingValuesError,
+    MissingValuesWarning,
+    settle_missing,
+)
 from .cards import CARD_FILE, load_card_folder, read_card
 from .formats import FORMATS, read_agnews, read_file, read_path, read_sst2, read_superglue, read_trec
 from .hf import HFUnavailableError, load_hf
 
 __all__ = [
     "FORMATS",
+    "MISSING_MODES",
     "Dataset",
     "DatasetFormatError",
+    "DroppedRows",
     "HFUnavailableError",
+    "MissingValuesError",
+    "MissingValuesWarning",
     "bundled_root",
     "list_datasets",
     "load_card_folder",
@@ -43,6 +56,7 @@ __all__ = [
     "read_sst2",
     "read_superglue",
     "read_trec",
+    "settle_missing",
 ]
 
 
@@ -82,7 +96,8 @@ def list_datasets() -> list[str]:
     return sorted(d.name for d in bundled_root().iterdir() if (d / CARD_FILE).is_file())
 
 
-def load_dataset(name: str | os.PathLike, *, format: str | None = None, **options: Any) -> Dataset:
+def load_dataset(name: str | os.PathLike, *, format: str | None = None, missing: MissingMode = "error",
+                 **options: Any) -> Dataset:
     """A data set by bundled name, file path, or ``hf:<name>``.
 
     - a bundled name (see :func:`list_datasets`): ``load_dataset("topic")``;
@@ -95,22 +110,32 @@ def load_dataset(name: str | os.PathLike, *, format: str | None = None, **option
     - ``hf:<name>``: through the Hugging Face ``datasets`` library, with ``config=``,
       ``split=`` and the same options (see :func:`calibkit.datasets.hf.load_hf`).
 
+    Rows with no text (an empty or blank cell, a null) or no label are found as the
+    data is read: with ``missing="error"`` (the default) a :class:`MissingValuesError`
+    names the file, the column and the lines; ``missing="drop"`` drops them, warns
+    (:class:`MissingValuesWarning`) how many, and ``ds.dropped`` says which.
+
     >>> load_dataset("truefalse").label_counts()
     {'false': 200, 'true': 200}
+    >>> load_dataset("truefalse", missing="drop").dropped is None   # nothing to drop
+    True
     """
+    if missing not in MISSING_MODES:
+        raise ValueError(f"missing must be 'error' (rows with no text or label are an error) or 'drop' (drop "
+                         f"them, saying how many), not {missing!r}")
     text = os.fspath(name)
     if text.startswith("hf:"):
         config = options.pop("config", None)
-        return load_hf(text[3:], config, **options)
+        return load_hf(text[3:], config, missing=missing, **options)
     bundled = list_datasets()
     if text in bundled and format is None and not options:
-        return load_card_folder(bundled_root() / text, source="bundled")
+        return load_card_folder(bundled_root() / text, source="bundled", missing=missing)
     path = Path(text)
     if path.is_file():
-        return read_path(text, format=format, **options)
+        return read_path(text, format=format, missing=missing, **options)
     card_folder = path.is_dir() and (path / CARD_FILE).is_file()
     if card_folder and format is None and not options:
-        return load_card_folder(path)
+        return load_card_folder(path, missing=missing)
     if text in bundled or card_folder:
         what = f"the bundled data set {text!r}" if text in bundled else f"the data-set folder {text!r}"
         raise TypeError(f"{what} takes no options (got {sorted(options) + (['format'] if format else [])}); "

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..templates import PromptTemplate, Verbalizer
-from ._dataset import Dataset, DatasetFormatError
+from ._dataset import Dataset, DatasetFormatError, MissingMode, csv_row_lines, settle_missing
 
 __all__ = [
     "CARD_FILE", "CARD_KEYS", "DATA_FILE", "Card", "load_card_folder", "parse_card", "read_card", "write_data_csv",
@@ -189,11 +189,14 @@ def read_card(path: str | os.PathLike) -> Card:
     return parse_card(p.read_text(encoding="utf-8"), p)
 
 
-def load_card_folder(folder: str | os.PathLike, *, name: str | None = None, source: str | None = None) -> Dataset:
+def load_card_folder(folder: str | os.PathLike, *, name: str | None = None, source: str | None = None,
+                     missing: MissingMode = "error") -> Dataset:
     """A :class:`Dataset` from a folder holding ``README.md`` (the card) and ``data.csv``.
 
     The template, verbalizer, text fields and label column come from the card's front
     matter, which must also give the license and source; labels are read as strings.
+    Rows with an empty text field or label are an error naming the lines, or dropped
+    with ``missing="drop"`` (see :func:`~calibkit.datasets.settle_missing`).
 
     >>> from calibkit.datasets import bundled_root
     >>> ds = load_card_folder(bundled_root() / "truefalse")
@@ -227,10 +230,12 @@ def load_card_folder(folder: str | os.PathLike, *, name: str | None = None, sour
 
     # As text: "true"/"false" labels would otherwise turn into booleans.
     frame = pd.read_csv(data, dtype=str, keep_default_na=False)
-    missing = [c for c in fields + [label_column] if c not in frame.columns]
-    if missing:
-        raise DatasetFormatError(f"{data}: no column(s) {missing} (the columns are {list(frame.columns)}); fix "
+    absent = [c for c in fields + [label_column] if c not in frame.columns]
+    if absent:
+        raise DatasetFormatError(f"{data}: no column(s) {absent} (the columns are {list(frame.columns)}); fix "
                                  f"'fields' or 'label_column' in {card.path}")
+    frame, _, dropped = settle_missing(frame, fields, label_column, missing=missing, source=str(data),
+                                       lines=csv_row_lines(data, len(frame)))
     try:
         verb = Verbalizer(verbalizer)
     except ValueError as e:
@@ -241,7 +246,7 @@ def load_card_folder(folder: str | os.PathLike, *, name: str | None = None, sour
         raise DatasetFormatError(f"{data}: the label(s) {unknown} are not classes of the verbalizer in {card.path} "
                                  f"{verb.classes}; add them to its 'verbalizer'")
     return Dataset(name=name or folder.name, frame=frame, fields=list(tpl.fields), label_column=label_column,
-                   template=tpl, verbalizer=verb, card=card.text, source=source or str(folder))
+                   template=tpl, verbalizer=verb, card=card.text, source=source or str(folder), dropped=dropped)
 
 
 def write_data_csv(folder: str | os.PathLike, rows: list[dict], fields: list[str]) -> Path:

@@ -6,6 +6,12 @@ verbalizer whose forms are single tokens for gemma-3; pass ``template=`` or
 ``verbalizer=`` to use your own. Bad input raises :class:`DatasetFormatError` naming
 the file, the line and the fix.
 
+Rows with no text (an empty or blank cell, a null, a label with no sentence after it)
+or no label are an error naming the file, the column and the lines
+(:class:`~calibkit.datasets.MissingValuesError`); every reader's ``missing="drop"``
+drops them instead, with a :class:`~calibkit.datasets.MissingValuesWarning` saying how
+many, and the dataset's ``dropped`` says which lines.
+
 =============  ================================================  =========================
 format         file                                              reader
 =============  ================================================  =========================
@@ -39,7 +45,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Hashable, Iterator, Mapping, Sequence
 
 from ..templates import PromptTemplate, Verbalizer
-from ._dataset import Dataset, DatasetFormatError
+from ._dataset import (
+    Dataset,
+    DatasetFormatError,
+    DroppedRows,
+    MissingMode,
+    MissingValuesError,
+    csv_row_lines,
+    settle_missing,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,6 +114,7 @@ SUPERGLUE: dict[str, dict[str, Any]] = {
 
 _SST2_LINE = re.compile(r"^(\S+)\s+(.*\S)\s*$")
 _TREC_LINE = re.compile(r"^([A-Za-z]+):(\S+)\s+(.*\S)\s*$")
+_TREC_LABEL_ONLY = re.compile(r"^([A-Za-z]+):(\S+)\s*$")
 
 
 def _error(path: PathLike, line: int | None, problem: str, fix: str) -> DatasetFormatError:
@@ -131,26 +146,36 @@ def _finish(
     default_verbalizer: Mapping,
     card: str,
     lines: Sequence[int] | None = None,
+    missing: MissingMode = "error",
+    dropped: DroppedRows | None = None,
 ) -> Dataset:
     tpl = template if isinstance(template, PromptTemplate) else PromptTemplate(template or default_template)
     verb = verbalizer if isinstance(verbalizer, Verbalizer) else Verbalizer(verbalizer or default_verbalizer)
-    missing = [f for f in tpl.fields if f not in frame.columns]
-    if missing:
-        raise _error(path, None, f"the template needs the field(s) {missing}, which the data does not have "
+    absent = [f for f in tpl.fields if f not in frame.columns]
+    if absent:
+        raise _error(path, None, f"the template needs the field(s) {absent}, which the data does not have "
                      f"(its columns are {list(frame.columns)})", "write the template with those column names")
+    frame, lines, dropped_here = settle_missing(frame, tpl.fields, label_column, missing=missing, source=str(path),
+                                                lines=lines)
+    dropped = dropped or dropped_here
     known = set(verb.classes)
     for i, label in enumerate(frame[label_column]):
         if label not in known:
             line = lines[i] if lines is not None else None
             raise _error(path, line, f"the label {label!r} is not a class of the verbalizer {verb.classes}",
                          "add it to the verbalizer, or drop that row")
+    if dropped is not None:
+        card += f" {str(dropped).capitalize()}."
     return Dataset(name=name, frame=frame.reset_index(drop=True), fields=list(tpl.fields), label_column=label_column,
-                   template=tpl, verbalizer=verb, card=card, source=str(path))
+                   template=tpl, verbalizer=verb, card=card, source=str(path), dropped=dropped)
 
 
 def read_sst2(path: PathLike, *, template: PromptTemplate | str | None = None,
-              verbalizer: Verbalizer | Mapping | None = None) -> Dataset:
+              verbalizer: Verbalizer | Mapping | None = None, missing: MissingMode = "error") -> Dataset:
     """SST-2 in "label sentence" lines: ``0`` negative, ``1`` positive.
+
+    A line with a label and no sentence has no text: an error, or dropped with
+    ``missing="drop"`` (see :func:`~calibkit.datasets.settle_missing`).
 
     >>> ds = read_sst2("../shared/data/sst2/dev.txt")      # doctest: +SKIP
     >>> ds.frame.iloc[0].to_dict()                          # doctest: +SKIP
@@ -163,6 +188,11 @@ def read_sst2(path: PathLike, *, template: PromptTemplate | str | None = None,
         if not line.strip():
             continue
         m = _SST2_LINE.match(line)
+        if not m and line.strip() in SST2_LABELS:  # a label with no sentence: text missing
+            texts.append(None)
+            labels.append(SST2_LABELS[line.strip()])
+            lines.append(n)
+            continue
         if not m:
             raise _error(path, n, f"expected '<label> <sentence>', got {line[:60]!r}",
                          "each SST-2 line is 0 or 1, a space, then the sentence")
@@ -176,7 +206,7 @@ def read_sst2(path: PathLike, *, template: PromptTemplate | str | None = None,
     frame = pd.DataFrame({"text": texts, "label": labels})
     card = f"SST-2 sentences read from {path}: {len(frame)} examples, labels 0 negative / 1 positive."
     return _finish(f"sst2:{Path(path).name}", path, frame, "label", template, verbalizer,
-                   SST2_TEMPLATE, SST2_VERBALIZER, card, lines)
+                   SST2_TEMPLATE, SST2_VERBALIZER, card, lines, missing)
 
 
 def _clean_agnews(text: str) -> str:
@@ -188,11 +218,12 @@ def _clean_agnews(text: str) -> str:
 
 
 def read_agnews(path: PathLike, *, clean: bool = True, template: PromptTemplate | str | None = None,
-                verbalizer: Verbalizer | Mapping | None = None) -> Dataset:
+                verbalizer: Verbalizer | Mapping | None = None, missing: MissingMode = "error") -> Dataset:
     """AG News CSV: ``Class Index,Title,Description`` with 1..4 = World, Sports, Business, Sci/Tech.
 
     The header row is optional (the original files have none). ``clean`` undoes the
-    corpus's escapes (``\\`` for a line break, ``#36;`` for ``$``).
+    corpus's escapes (``\\`` for a line break, ``#36;`` for ``$``). An empty title or
+    description is an error, or dropped with ``missing="drop"``.
 
     >>> ds = read_agnews("../shared/data/agnews/test.csv")  # doctest: +SKIP
     >>> ds.fields, ds.classes                                # doctest: +SKIP
@@ -221,15 +252,16 @@ def read_agnews(path: PathLike, *, clean: bool = True, template: PromptTemplate 
     frame = pd.DataFrame(rows, columns=["title", "description", "label"])
     card = f"AG News read from {path}: {len(frame)} examples, classes World, Sports, Business, Sci/Tech."
     return _finish(f"agnews:{Path(path).name}", path, frame, "label", template,
-                   verbalizer, AGNEWS_TEMPLATE, AGNEWS_VERBALIZER, card, lines)
+                   verbalizer, AGNEWS_TEMPLATE, AGNEWS_VERBALIZER, card, lines, missing)
 
 
 def read_trec(path: PathLike, *, template: PromptTemplate | str | None = None,
-              verbalizer: Verbalizer | Mapping | None = None) -> Dataset:
+              verbalizer: Verbalizer | Mapping | None = None, missing: MissingMode = "error") -> Dataset:
     """TREC question classification: ``COARSE:fine question`` lines.
 
     The label is the coarse class (ABBR, DESC, ENTY, HUM, LOC, NUM); the fine one is
-    kept in the ``fine`` column.
+    kept in the ``fine`` column. A label with no question is an error, or dropped with
+    ``missing="drop"``.
 
     >>> ds = read_trec("TREC_10.label")                     # doctest: +SKIP
     >>> ds.frame.iloc[0].to_dict()                          # doctest: +SKIP
@@ -241,19 +273,20 @@ def read_trec(path: PathLike, *, template: PromptTemplate | str | None = None,
     for n, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
-        m = _TREC_LINE.match(line)
+        m = _TREC_LINE.match(line) or _TREC_LABEL_ONLY.match(line)
         if not m:
             raise _error(path, n, f"expected 'COARSE:fine question', got {line[:60]!r}",
                          "each TREC line is a label such as DESC:manner, a space, then the question")
         if m.group(1) not in TREC_VERBALIZER:
             raise _error(path, n, f"unknown TREC coarse class {m.group(1)!r}",
                          f"the coarse classes are {', '.join(TREC_VERBALIZER)}")
-        rows.append({"question": m.group(3), "label": m.group(1), "fine": m.group(2)})
+        question = m.group(3) if m.re is _TREC_LINE else None  # a label with no question: text missing
+        rows.append({"question": question, "label": m.group(1), "fine": m.group(2)})
         lines.append(n)
     frame = pd.DataFrame(rows, columns=["question", "label", "fine"])
     card = f"TREC questions read from {path}: {len(frame)} examples, coarse classes {', '.join(TREC_VERBALIZER)}."
     return _finish(f"trec:{Path(path).name}", path, frame, "label", template, verbalizer,
-                   TREC_TEMPLATE, TREC_VERBALIZER, card, lines)
+                   TREC_TEMPLATE, TREC_VERBALIZER, card, lines, missing)
 
 
 def _json_records(path: PathLike) -> Iterator[tuple[int, dict]]:
@@ -285,7 +318,7 @@ def _superglue_task(path: PathLike, labels: Sequence[Any]) -> str:
 
 
 def read_superglue(path: PathLike, task: str | None = None, *, template: PromptTemplate | str | None = None,
-                   verbalizer: Verbalizer | Mapping | None = None) -> Dataset:
+                   verbalizer: Verbalizer | Mapping | None = None, missing: MissingMode = "error") -> Dataset:
     """SuperGLUE-style JSONL with premise, hypothesis and label: RTE or CB.
 
     ``task`` is ``"rte"`` (entailment / not_entailment) or ``"cb"`` (entailment /
@@ -294,7 +327,9 @@ def read_superglue(path: PathLike, task: str | None = None, *, template: PromptT
     tell (entailment and indices 0/1 only) from the path (a folder or file named rte
     or cb), else RTE. Integer labels are read as the
     SuperGLUE class indices (RTE: 0 entailment, 1 not_entailment; CB: 0 entailment,
-    1 contradiction, 2 neutral).
+    1 contradiction, 2 neutral). A record with no premise or hypothesis (absent, null,
+    blank) or no label (absent, null, -1) is an error, or dropped with ``missing="drop"``;
+    a file with no labels at all (a SuperGLUE test file) is always an error.
 
     >>> ds = read_superglue("../shared/data/rte/val.jsonl")  # doctest: +SKIP
     >>> ds.fields, ds.classes                                 # doctest: +SKIP
@@ -309,27 +344,37 @@ def read_superglue(path: PathLike, task: str | None = None, *, template: PromptT
         raise ValueError(f"task={task!r} is not a SuperGLUE premise/hypothesis task calibkit reads; use 'rte' or 'cb'")
     labels_of = SUPERGLUE[task]["labels"]
     rows, lines = [], []
+    unlabelled = [n for n, r in records if r.get("label") is None or r.get("label") == -1]
+    if records and len(unlabelled) == len(records):
+        raise _error(path, unlabelled[0], "no label (missing, null or -1)" + (" on any line" if len(records) > 1 else ""),
+                     "SuperGLUE test files are unlabelled: use the train or val file")
     for n, r in records:
         for key in ("premise", "hypothesis"):
-            if not isinstance(r.get(key), str):
-                raise _error(path, n, f"no {key!r} text (the keys are {sorted(r)})",
+            if key not in r and missing == "error":
+                raise MissingValuesError(f"{path}, line {n}: no {key!r} text (the keys are {sorted(r)})",
+                                         f"each {task.upper()} record needs premise, hypothesis and label, or pass "
+                                         "missing='drop' to drop the records without them (calibkit's CLI: "
+                                         "--drop-missing)", [n], len(records))
+            if r.get(key) is not None and not isinstance(r.get(key), str):
+                raise _error(path, n, f"the {key!r} is {r[key]!r}, not text",
                              f"each {task.upper()} record needs premise, hypothesis and label")
         label = r.get("label")
-        if label is None or label == -1:
-            raise _error(path, n, "no label (missing, null or -1)",
-                         "SuperGLUE test files are unlabelled: use the train or val file")
+        if label is None or label == -1:  # missing: settle_missing (in _finish) reports or drops it
+            rows.append({"premise": r.get("premise"), "hypothesis": r.get("hypothesis"), "label": None})
+            lines.append(n)
+            continue
         if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels_of):
             label = labels_of[label]
         if label not in labels_of:
             raise _error(path, n, f"unknown {task.upper()} label {label!r}",
                          f"the labels are {labels_of} (or their indices); pass task='rte' or 'cb' if the guess was wrong")
-        rows.append({"premise": r["premise"], "hypothesis": r["hypothesis"], "label": label})
+        rows.append({"premise": r.get("premise"), "hypothesis": r.get("hypothesis"), "label": label})
         lines.append(n)
     frame = pd.DataFrame(rows, columns=["premise", "hypothesis", "label"])
     spec = SUPERGLUE[task]
     card = f"{task.upper()} read from {path}: {len(frame)} premise/hypothesis pairs, labels {', '.join(labels_of)}."
     return _finish(f"{task}:{Path(path).name}", path, frame, "label", template,
-                   verbalizer, spec["template"], spec["verbalizer"], card, lines)
+                   verbalizer, spec["template"], spec["verbalizer"], card, lines, missing)
 
 
 _BAD_FIELD = re.compile(r"[{}\[\].:!]")
@@ -344,6 +389,7 @@ def read_file(
     template: PromptTemplate | str | None = None,
     verbalizer: Verbalizer | Mapping | None = None,
     label_names: Mapping[Any, Hashable] | Sequence[Hashable] | None = None,
+    missing: MissingMode = "error",
 ) -> Dataset:
     """Any CSV, TSV or JSONL file with named text and label columns.
 
@@ -353,8 +399,24 @@ def read_file(
     ``verbalizer`` each class's form is a space and its name; without a ``template``
     each field gets a line (``Review: {review}``) and the prompt ends in ``Answer:``.
 
+    An empty or blank text cell, a null, or an empty label is an error naming the
+    file, the column and the lines; ``missing="drop"`` drops those rows instead and
+    says how many (a :class:`~calibkit.datasets.MissingValuesWarning`, and ``ds.dropped``).
+
     >>> ds = read_file("reviews.csv", text_column="review", label_column="stars",
     ...                verbalizer={"1": " bad", "5": " great"})  # doctest: +SKIP
+    >>> import tempfile, pathlib, warnings
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.csv"
+    >>> _ = p.write_text("text,label\\ngood,pos\\n,neg\\nbad,neg\\n")
+    >>> read_file(p)                                      # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    calibkit.datasets._dataset.MissingValuesError: ...r.csv, line 3: empty 'text' (1 of 3 rows); ...
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     ds = read_file(p, missing="drop")
+    >>> len(ds), str(ds.dropped)
+    (2, 'dropped 1 of 3 rows with no text or label (line 3)')
     """
     import pandas as pd
 
@@ -373,7 +435,7 @@ def read_file(
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise _error(path, None, f"not a well-formed {'TSV' if sep == chr(9) else 'CSV'} file ({e})",
                          "quote cells that contain the separator or line breaks") from None
-        lines = [i + 2 for i in range(len(frame))]  # a header line, then one line per row
+        lines = csv_row_lines(path, len(frame), sep)
     columns = list(frame.columns)
     if text_column is None and template is not None:
         text_column = (template if isinstance(template, PromptTemplate) else PromptTemplate(template)).fields
@@ -393,9 +455,10 @@ def read_file(
             raise _error(path, None, f"the column name {col!r} cannot be a template field",
                          "pass template= with a renamed field, or rename the column")
     frame = frame[fields + [label_column] + [c for c in columns if c not in fields and c != label_column]].copy()
-    for i, value in enumerate(frame[label_column]):
-        if value is None or value == "" or (isinstance(value, float) and pd.isna(value)):
-            raise _error(path, lines[i], f"empty {label_column!r}", "give every row a label, or drop the unlabelled rows")
+    tpl_fields = [] if template is None else \
+        (template if isinstance(template, PromptTemplate) else PromptTemplate(template)).fields
+    frame, lines, dropped = settle_missing(frame, fields + [f for f in tpl_fields if f not in fields], label_column,
+                                           missing=missing, source=str(path), lines=lines)
     for col in fields:
         for i, value in enumerate(frame[col]):
             if not isinstance(value, str):
@@ -421,7 +484,7 @@ def read_file(
     default_verbalizer = {c: f" {c}" for c in classes}
     card = f"Read from {path}: {len(frame)} examples, text {fields}, labels from {label_column!r}."
     return _finish(f"{Path(path).stem}", path, frame, label_column, template, verbalizer,
-                   default_template, default_verbalizer, card, lines)
+                   default_template, default_verbalizer, card, lines, missing, dropped)
 
 
 def _labels_of_jsonl(path: PathLike) -> Iterator[Any]:

@@ -18,7 +18,7 @@ import importlib
 from typing import Any, Hashable, Mapping, Sequence
 
 from ..templates import PromptTemplate, Verbalizer
-from ._dataset import Dataset
+from ._dataset import Dataset, MissingMode, settle_missing
 
 __all__ = ["HFUnavailableError", "load_hf"]
 
@@ -77,6 +77,7 @@ def load_hf(
     label_column: str = "label",
     template: PromptTemplate | str | None = None,
     verbalizer: Verbalizer | Mapping | None = None,
+    missing: MissingMode = "error",
     **load_options: Any,
 ) -> Dataset:
     """A split of a Hugging Face data set (``name`` without the ``hf:`` prefix).
@@ -84,7 +85,9 @@ def load_hf(
     ``split`` defaults to validation, else test, else train. Class-index labels
     become their names from the data set's features; ``text_column`` defaults to
     ``text``/``sentence``, or ``premise`` and ``hypothesis`` where both are present.
-    Other keyword arguments go to ``datasets.load_dataset``.
+    Rows with an empty or null text field or label are an error naming them (by
+    position, from 0), or dropped with ``missing="drop"``. Other keyword arguments go
+    to ``datasets.load_dataset``.
     """
     hf = _import_datasets()
     try:
@@ -135,13 +138,15 @@ def load_hf(
     for col in fields:
         if col not in columns:
             raise ValueError(f"hf:{name} has no column {col!r} (the columns are {columns}); pass text_column=")
-    classes: list[Hashable] = list(names) if names else sorted(set(frame[label_column]), key=str)
     tpl = template if isinstance(template, PromptTemplate) else PromptTemplate(
         template or "\n".join(f"{c[:1].upper()}{c[1:]}: {{{c}}}" for c in fields) + "\nAnswer:")
+    full = f"hf:{name}" + (f"/{config}" if config else "")
+    frame, _, dropped = settle_missing(frame.reset_index(drop=True), fields + [f for f in tpl.fields if f not in fields],
+                                       label_column, missing=missing, source=f"{full} ({split})")
+    classes: list[Hashable] = list(names) if names else sorted(set(frame[label_column]), key=str)
     verb = verbalizer if isinstance(verbalizer, Verbalizer) else Verbalizer(
         verbalizer or {c: f" {c}" for c in classes})
-    full = f"hf:{name}" + (f"/{config}" if config else "")
     return Dataset(name=f"{full}:{split}", frame=frame.reset_index(drop=True), fields=list(tpl.fields),
                    label_column=label_column, template=tpl, verbalizer=verb,
                    card=f"{full}, split {split}, read through the Hugging Face datasets library: {len(frame)} examples.",
-                   source=full)
+                   source=full, dropped=dropped)
