@@ -724,9 +724,10 @@ def _user_error(e: BaseException) -> bool:
     """Whether an exception is the user's to fix (one line) rather than a bug (a traceback)."""
     if isinstance(e, USER_ERRORS):
         return True
+    from .cache import CacheError
     from .datasets import HFUnavailableError
 
-    if isinstance(e, HFUnavailableError):
+    if isinstance(e, (HFUnavailableError, CacheError)):  # CacheError: a full disk, a damaged cache file
         return True
     # The library's own "install this extra" errors, not an import that a bug broke.
     return isinstance(e, ImportError) and "pip install" in str(e)

@@ -386,6 +386,7 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
         self.vectorizer_ = LogprobVectorizer(
             self.backend, self.template, self.verbalizer, self.method, self.k, self.progress
         ).fit(X)
+        self.vectorizer_.template_.check(X)  # a missing value is an error before anything is scored
         names = list(self.vectorizer_.verbalizer_.classes)
         self.classes_, y_idx = _read_labels(y, names)
         self.verbalizer_classes_ = self.vectorizer_.classes_

@@ -389,3 +389,11 @@ def test_check_calibration_splits_a_chain() -> None:
     assert check_calibration("none") == ["none"]
     with pytest.raises(ValueError, match="calibration must be a name"):
         check_calibration(None)  # type: ignore[arg-type]
+
+
+def test_a_missing_example_is_an_error_before_anything_is_scored() -> None:
+    model = WordModel(cache=False)
+    X = pd.Series(["a fine film", None, "a dull mess"])
+    with pytest.raises(ValueError, match=r"example 1 \(1 of 3\) has no value for field 'text'"):
+        ck.LogprobClassifier(model, TPL, THREE, calibration="domain").fit(X, ["pos", "neg", "neg"])
+    assert model.requests_made == 0
