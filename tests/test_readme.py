@@ -363,3 +363,13 @@ def test_bash_block_runs(block: Block, in_scratch: Path, capsys: pytest.CaptureF
     for s in served:
         assert s.proc.returncode is not None
     print("\n".join([f"{t:5.1f} s  {cmd}" for cmd, t in ran] + [f"not run: {x}" for x in not_run]))
+
+
+def test_every_test_the_reliability_table_names_exists() -> None:
+    text = README.read_text()
+    table = text[text.index("## Reliability"):text.index("## Layout")]
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", table)
+    assert len(named) >= 20
+    for file, test in named:
+        source = (ROOT / "tests" / file).read_text()
+        assert re.search(rf"^def {test}\(", source, flags=re.M), f"README names {file}::{test}, which does not exist"
