@@ -283,3 +283,69 @@ def test_the_version_is_the_package_s_own() -> None:
 
     assert calibkit.__version__ == version("calibkit")
     assert openapi_schema(["m"])["info"]["version"] == calibkit.__version__
+
+
+# -- property-based: any body parses to what it says, or to a ValueError ------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TOKEN = st.text(max_size=6) | st.binary(min_size=1, max_size=3).map(
+    lambda b: "bytes:" + "".join(f"\\x{x:02x}" for x in b))  # OpenAI's spelling of a part of a character
+_LOGPROB = st.floats(min_value=-1e3, max_value=0.0, allow_nan=False)  # -9999 is read as -inf (vLLM)
+
+
+@st.composite
+def _logprobs(draw) -> dict:
+    tokens = draw(st.lists(_TOKEN, min_size=1, max_size=6))
+    values = draw(st.lists(_LOGPROB, min_size=len(tokens), max_size=len(tokens)))
+    echo = draw(st.booleans())
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += draw(st.integers(0, 4)) if t.startswith("bytes:") else len(t)
+    tops = [None if echo and i == 0 else draw(st.dictionaries(_TOKEN, _LOGPROB, max_size=4)) | {t: v}
+            for i, (t, v) in enumerate(zip(tokens, values))]
+    return {"tokens": tokens, "token_logprobs": [None] + values[1:] if echo else values,
+            "top_logprobs": tops, "text_offset": offsets}
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(st.lists(_logprobs(), min_size=1, max_size=3), st.text(max_size=5))
+def test_any_answer_the_protocol_allows_parses_to_what_it_says(choices, text) -> None:
+    body = {"id": "cmpl-x", "object": "text_completion", "model": "m", "created": 1,
+            "choices": [{"index": i, "text": text, "finish_reason": "length", "logprobs": lp}
+                        for i, lp in enumerate(choices)],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    r = CompletionResponse.from_json(json.dumps(body))
+    for got, sent in zip(r.choices, choices):
+        assert got.logprobs.tokens == sent["tokens"]
+        assert got.logprobs.token_logprobs == sent["token_logprobs"]
+        assert got.logprobs.text_offset == sent["text_offset"]
+        for top, want in zip(got.logprobs.top_logprobs, sent["top_logprobs"]):
+            assert (top is None) == (want is None) and (top is None or top == pytest.approx(want))
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=12)
+_FIELDS = st.sampled_from(["id", "object", "model", "created", "choices", "usage", "index", "text", "logprobs",
+                           "tokens", "token_logprobs", "top_logprobs", "text_offset", "finish_reason", "error"])
+
+
+@st.composite
+def _almost_answers(draw) -> dict:
+    """Answers whose every field may hold any JSON: what a broken or hostile server sends."""
+    def obj(depth: int) -> dict:
+        keys = draw(st.lists(_FIELDS, max_size=5, unique=True))
+        return {k: (obj(depth + 1) if depth < 2 and draw(st.booleans()) else
+                    [obj(depth + 1)] if depth < 2 and draw(st.booleans()) else draw(_JSON)) for k in keys}
+    return obj(0)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(_almost_answers() | _JSON)
+def test_any_other_json_is_a_value_error_or_an_api_error_never_a_crash(body) -> None:
+    try:
+        CompletionResponse.from_json(json.dumps(body))
+    except (ValueError, APIError):
+        pass

@@ -700,3 +700,25 @@ def test_a_continuation_that_changes_how_the_prompt_tokenizes_is_not_scored(scri
     assert got == [None, ck.Continuation((" there",), (-1.0,))]
     assert len(scripted_server.requests) == 1  # the prompt's own echo travels in the same request
     assert scripted_server.requests[0]["body"]["prompt"] == ["Say hello", "Say hello world", "Say hello there"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.text(min_size=1, max_size=5), min_size=2, max_size=8), st.integers(min_value=0))
+def test_echo_span_is_the_tokens_from_the_seam_or_none_inside_a_token(tokens, cut) -> None:
+    from calibkit.api import Logprobs
+    from calibkit.backends.http import echo_span
+
+    offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    values = [None] + [-float(i) for i in range(1, len(tokens))]
+    text = "".join(tokens)
+    start = 1 + cut % (len(text) - 1)  # a seam inside the text, after its first character
+    got = echo_span(Logprobs(tokens, values, [], offsets), start, len(text))
+    if start in offsets:  # a token starts at the seam: the form is exactly the tokens from there
+        i = offsets.index(start)
+        assert got == (tokens[i:], values[i:])
+    else:  # the seam falls inside a token: no log-probability belongs to the form alone
+        assert got is None
