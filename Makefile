@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench reliability clean
 
 REFS := $(VENV)/.test-references
 
@@ -34,6 +34,10 @@ test: install $(REFS)
 # Every benchmark, side by side on this machine; writes benchmarks/RESULTS.md.
 bench: install $(REFS)
 	$(PY) benchmarks/run_all.py
+
+# Faults, kill-and-resume and load against a real calibkit serve; writes benchmarks/RELIABILITY.md.
+reliability: install
+	$(PY) benchmarks/reliability.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

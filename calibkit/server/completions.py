@@ -197,6 +197,10 @@ def _generate(
         t = sampler.pick(x, seq, gen)
         if eng.is_end(t):
             finish = "stop"
+            if k is not None:  # the end of the text won: its logprob and top-k are the answer asked for
+                pieces.append(b"")  # no text, so the completion's text is unchanged
+                lps.append(float(x[t] - lse))
+                tops.append(top_of(x, lse, k, t))
             break
         lp = float(x[t] - lse)
         total += lp
