@@ -563,21 +563,26 @@ class CompletionResponse:
             if not isinstance(c, Mapping):
                 raise ValueError(f"choices[{i}] must be an object")
             lp = c.get("logprobs")
+            index, text = c.get("index", i), c.get("text")
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise ValueError(f"choices[{i}].index must be an integer (got {index!r})")
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"choices[{i}].text must be a string (got {type(text).__name__})")
             choices.append(
                 Choice(
-                    index=int(c.get("index", i)),
-                    text=c.get("text") or "",
+                    index=index,
+                    text=text or "",
                     logprobs=None if lp is None else Logprobs.from_json(lp, f"choices[{i}].logprobs"),
                     finish_reason=c.get("finish_reason"),
                     prompt_logprobs=c.get("prompt_logprobs"),
                 )
             )
         u = obj.get("usage") or {}
-        usage = Usage(
-            int(u.get("prompt_tokens") or 0),
-            int(u.get("completion_tokens") or 0),
-            int(u.get("total_tokens") or 0),
-        )
+        counts = [u.get(f) or 0 for f in ("prompt_tokens", "completion_tokens", "total_tokens")] \
+            if isinstance(u, Mapping) else None
+        if counts is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            raise ValueError(f"the response's usage must be an object of integer token counts (got {u!r:.80})")
+        usage = Usage(*counts)
         return cls(
             id=str(obj.get("id", "")),
             model=str(obj.get("model", "")),

@@ -286,7 +286,7 @@ def test_the_version_is_the_package_s_own() -> None:
 
 
 # -- property-based: any body parses to what it says, or to a ValueError ------------------------
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _TOKEN = st.text(max_size=6) | st.binary(min_size=1, max_size=3).map(
@@ -344,6 +344,9 @@ def _almost_answers(draw) -> dict:
 
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(_almost_answers() | _JSON)
+@example({"choices": [{"index": None}]})  # found by this test: int(None) was a TypeError
+@example({"choices": [], "usage": [1]})  # and a usage list an AttributeError
+@example({"choices": [{"text": 5}], "usage": {"prompt_tokens": True}})
 def test_any_other_json_is_a_value_error_or_an_api_error_never_a_crash(body) -> None:
     try:
         CompletionResponse.from_json(json.dumps(body))
