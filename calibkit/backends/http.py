@@ -829,9 +829,7 @@ class Client(Backend):
         answers to the questions. A call that fails part way raises IncompleteAnswers with what
         ``read`` makes of the answers that came, the questions of the failed request
         (``failed_of`` maps a request's position to them) first."""
-        for r in requests:
-            r.validate()
-        try:
+        try:  # the requests come from make_request: CompletionRequest checked each when it was made
             return read(self._run(self._run_packs(requests)))
         except IncompleteAnswers as e:
             failed = sorted({q for i in e.failed for q in failed_of(i)})
