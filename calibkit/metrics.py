@@ -33,6 +33,7 @@ from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import softmax
 
 from .calibration._base import (
+    ROW_BLOCK,
     as_float_array,
     bin_index,
     check_binning,
@@ -149,6 +150,98 @@ def top_label_hits(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray
     pred = p.argmax(axis=1)
     conf = np.take_along_axis(p, pred[:, None], axis=1)[:, 0]
     return conf, (pred == y).astype(np.float64)
+
+
+def _labels_as_indices(y: Any, n: int, k: int, classes: Any) -> np.ndarray:
+    """``y`` as column indices, checked as :func:`check_labels_probs` does (ValueError if not)."""
+    y_arr = np.asarray(y)
+    if y_arr.ndim != 1 or len(y_arr) != n or n == 0:
+        raise ValueError("y does not fit p")
+    if classes is not None:
+        return resolve_classes(y_arr, k, classes)[1]
+    if y_arr.dtype.kind == "f" and not np.isnan(y_arr).any() and np.all(y_arr == np.round(y_arr)):
+        y_arr = y_arr.astype(np.int64)
+    if y_arr.dtype.kind not in "iub" or y_arr.min() < 0 or y_arr.max() >= k:
+        raise ValueError("y holds no column indices")
+    return y_arr.astype(np.intp, copy=False)
+
+
+def _top_label_pass(y: Any, p: Any, input: str, classes: Any, bins: int | None) -> tuple[np.ndarray, ...] | None:
+    """Checked top-label confidences and hits of probabilities, in one blocked pass, or None.
+
+    Each block of rows is checked (as :func:`to_probs` does) and reduced to its top
+    label's confidence and hit while it is in cache; float32 stays float32 until the
+    confidences, which are float64. With ``bins``, each block is also put in
+    ``bins`` equal-width bins (as :func:`assign_bins`) and only the per-bin count,
+    summed confidence and summed hits come back, never an n-long array. None where
+    this does not apply or a check fails: the plain path then says what is wrong.
+    """
+    arr = p if isinstance(p, np.ndarray) else None
+    if (
+        input != "probs"
+        or arr is None
+        or arr.ndim != 2
+        or arr.size == 0
+        or arr.dtype not in (np.float64, np.float32)
+        or not arr.flags.c_contiguous
+    ):
+        return None
+    n, k = arr.shape
+    try:
+        y_idx = _labels_as_indices(y, n, k, classes)
+    except ValueError:
+        return None
+    if bins is None:
+        conf, hit = np.empty(n), np.empty(n, dtype=bool)
+    else:
+        count2, sum_conf = np.zeros(2 * bins), np.zeros(bins)  # count2: [misses, hits] of each bin
+    positions = np.arange(min(n, ROW_BLOCK))
+    lo, hi, sum_lo, sum_hi = np.inf, -np.inf, np.inf, -np.inf
+    try:
+        for start in range(0, n, ROW_BLOCK):
+            block = arr[start : start + ROW_BLOCK]
+            rows = len(block)
+            y_block = y_idx[start : start + rows]
+            # Reductions over rows of K ~ 10 entries run one short loop per row; over the
+            # columns of the transposed block they run along contiguous rows, several times faster.
+            columns = block.T.copy()
+            top = np.maximum.reduce(columns, axis=0)
+            is_top = columns == top
+            if np.count_nonzero(is_top) == rows:  # no ties for the top: its column is the arg-max
+                hits = is_top.ravel().take(y_block * rows + positions[:rows])
+            else:
+                hits = block.argmax(axis=1) == y_block
+            # np.minimum/np.maximum, unlike min/max, carry a NaN through to the check below.
+            lo, hi = np.minimum(lo, columns.min()), np.maximum(hi, top.max())
+            sums = np.add.reduce(columns, axis=0)
+            sum_lo, sum_hi = np.minimum(sum_lo, sums.min()), np.maximum(sum_hi, sums.max())
+            top = top.astype(np.float64, copy=False)
+            if bins is None:
+                conf[start : start + rows], hit[start : start + rows] = top, hits
+            else:
+                with np.errstate(invalid="ignore"):  # NaN: fails the check below
+                    idx = (top * bins).astype(np.intp)
+                np.minimum(idx, bins - 1, out=idx)  # 1.0 goes in the last bin
+                key = idx + idx
+                key += hits
+                count2 += np.bincount(key, minlength=2 * bins)
+                sum_conf += np.bincount(idx, weights=top, minlength=bins)
+    except ValueError:  # bincount of a negative bin: a negative or NaN probability
+        return None
+    if not (lo >= 0 and hi <= 1 and max(sum_hi - 1.0, 1.0 - sum_lo) <= 1e-3):
+        return None
+    if bins is None:
+        return conf, hit
+    return count2[0::2] + count2[1::2], sum_conf, count2[1::2]
+
+
+def checked_top_label_hits(y: Any, p: Any, input: str, classes: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_label_hits` of ``check_labels_probs(y, p, input, classes)``, in one pass where it can."""
+    fast = _top_label_pass(y, p, input, classes, None)
+    if fast is None:
+        return top_label_hits(*check_labels_probs(y, p, input, classes))
+    conf, hit = fast
+    return conf, hit.astype(np.float64)
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -353,9 +446,20 @@ def ece(
     0.2667
     """
     _check_choice("norm", norm, NORMS)
-    y, p = check_labels_probs(y, p, input, classes)
-    count, sum_conf, sum_hit, _ = binned_stats(*_conf_hit(y, p, reduction), bins, binning)
-    n = p.shape[0]
+    _check_choice("reduction", reduction, REDUCTIONS)
+    check_binning(bins, binning)
+    fast = None
+    if reduction == "top-label":
+        fast = _top_label_pass(y, p, input, classes, bins if binning == "width" else None)
+    if fast is None:
+        conf, hit = _conf_hit(*check_labels_probs(y, p, input, classes), reduction)
+        count, sum_conf, sum_hit, _ = binned_stats(conf, hit, bins, binning)
+    elif binning == "width":
+        count, sum_conf, sum_hit = (a[None, :] for a in fast)
+    else:
+        conf, hit = fast
+        count, sum_conf, sum_hit, _ = binned_stats(conf[:, None], hit[:, None], bins, binning)
+    n = int(count[0].sum())  # every group bins all n rows
     gap = np.abs(sum_hit - sum_conf)  # = count * |acc - conf|
     if norm == "l1":
         per_group = gap.sum(axis=1) / n
@@ -594,8 +698,7 @@ def smooth_ece(
     >>> 0.2 < smooth_ece(y, np.stack([q, 1 - q], 1)) < 0.3
     True
     """
-    y, p = check_labels_probs(y, p, input, classes)
-    conf, hit = top_label_hits(y, p)
+    conf, hit = checked_top_label_hits(y, p, input, classes)
     value, s = _smooth_ece_rows(conf, hit, sigma)
     return (float(value[0]), float(s[0])) if return_sigma else float(value[0])
 
@@ -742,8 +845,7 @@ def _smooth_ece_resampled(
     y: Any, p: Any, resamples: np.ndarray, *, sigma: float | None = None, input: str = "probs", classes: Any = None
 ) -> Iterator[np.ndarray]:
     """:func:`smooth_ece` of each row of ``resamples`` (row indices), a block of rows at a time."""
-    y, p = check_labels_probs(y, p, input, classes)
-    conf, hit = top_label_hits(y, p)
+    conf, hit = checked_top_label_hits(y, p, input, classes)
     block = max(1, min(250, 2_000_000 // len(conf)))  # bounds the memory: block × n per array
     for start in range(0, len(resamples), block):
         rows = resamples[start : start + block]

@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
@@ -257,3 +258,83 @@ def test_sample_weight_equals_repetition():
     weighted = TemperatureScaling().fit(z, y, sample_weight=w).temperature_
     repeated = TemperatureScaling().fit(np.repeat(z, w, axis=0), np.repeat(y, w)).temperature_
     assert weighted == pytest.approx(repeated, rel=1e-9)
+
+
+def reference_temperature(z, y, sample_weight=None):
+    """The plain fit: the root of the NLL's slope in s = 1/T on the floored, renormalised float64 log-probs."""
+    logp = np.maximum(z - np.logaddexp.reduce(z, axis=1, keepdims=True), np.log(1e-12))
+    n = len(y)
+    w = np.full(n, 1.0 / n) if sample_weight is None else sample_weight / np.sum(sample_weight)
+    zc = logp - logp.max(axis=1, keepdims=True)
+    wzy = w @ zc[np.arange(n), y]
+
+    def slope(s):
+        e = np.exp(s * zc)
+        return w @ ((e * zc).sum(axis=1) / e.sum(axis=1)) - wzy
+
+    return 1.0 / brentq(slope, 0.01, 100.0, xtol=1e-14, rtol=1e-14)
+
+
+REFERENCE_CASES = [
+    # n, k, true temperature, seed, weighted: the largest starts from a subsample
+    (5000, 4, 2.5, 20, False),
+    (20_000, 10, 0.7, 21, True),
+    (3000, 3, 1.3, 22, True),
+    (150_000, 3, 1.8, 23, False),
+]
+
+
+@pytest.mark.parametrize(("n", "k", "temperature", "seed", "weighted"), REFERENCE_CASES)
+def test_temperature_matches_float64_reference_and_scikit_learn_to_1e6(n, k, temperature, seed, weighted):
+    z, y = synthetic(n, k, temperature, seed=seed)
+    w = np.random.default_rng(seed).uniform(0, 3, size=n) if weighted else None
+    ours = TemperatureScaling().fit(z, y, sample_weight=w).temperature_
+    assert ours == pytest.approx(reference_temperature(z, y, w), rel=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the frozen model takes no weights: it needs none
+        ref = CalibratedClassifierCV(FrozenEstimator(Identity().fit(z, y)), method="temperature")
+        ref.fit(z, y, sample_weight=w)
+    assert ours == pytest.approx(1 / ref.calibrated_classifiers_[0].calibrators[0].beta_, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [30, 31])
+def test_temperature_matches_float64_reference_with_minus_inf_scores(seed):
+    z, y = synthetic(8000, 5, 1.5, seed=seed)
+    rng = np.random.default_rng(seed)
+    z[rng.uniform(size=z.shape) < 0.15] = -np.inf  # classes without mass, some of them the true class
+    z[:, 0] = np.where(np.isneginf(z).all(axis=1), 0.0, z[:, 0])
+    z[:20] -= np.array([0, 30, 60, 90, 120])  # far below the floor of 1e-12
+    assert np.isneginf(z[np.arange(len(y)), y]).any()
+    w = rng.uniform(0, 2, size=len(y))
+    for weights in (None, w):
+        ours = TemperatureScaling().fit(z, y, sample_weight=weights).temperature_
+        assert ours == pytest.approx(reference_temperature(z, y, weights), rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [200_000, 5000])
+def test_labels_without_signal_stop_at_the_upper_bound_with_a_warning(n):
+    rng = np.random.default_rng(40)
+    z = rng.normal(size=(n, 5)) * 2
+    # labels drawn apart from z; on the small set, the least likely class, so that chance gives no signal either
+    y = rng.integers(0, 5, size=n) if n > 100_000 else z.argmin(axis=1)
+    with pytest.warns(UserWarning, match="upper end .* no signal .* check that y matches"):
+        ts = TemperatureScaling().fit(z, y)
+    assert ts.temperature_ == 100.0
+    assert ts.n_iter_ <= 2  # stopped once the slope at the bound pointed outwards
+    proba = ts.predict_proba(z)
+    assert np.abs(proba - 0.2).max() < 0.05  # nearly uniform
+
+
+def test_separable_labels_stop_at_the_lower_bound_with_a_warning():
+    z, _ = synthetic(50_000, 4, 1.0, seed=41)
+    with pytest.warns(UserWarning, match="temperature reached the bound T = 0.01, the lower end .* separable"):
+        ts = TemperatureScaling().fit(z, z.argmax(axis=1))
+    assert ts.temperature_ == 0.01 and ts.n_iter_ <= 2
+
+
+def test_a_fit_inside_the_bounds_does_not_warn():
+    z, y = synthetic(50_000, 4, 3.0, seed=42)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ts = TemperatureScaling().fit(z, y)
+    assert 2.8 < ts.temperature_ < 3.2 and ts.n_iter_ <= 10

@@ -302,3 +302,60 @@ def test_bootstrap_callback_counts_every_resample():
     assert done == [1] * 25
     with pytest.raises(ValueError, match="classes"):
         metrics.bootstrap("smooth_ece", ["x"] * 100, p, n_boot=5)
+
+
+def _reference_top_label_ece(y, p, bins):
+    """Plain float64 top-label ECE with equal-width bins: max and first arg-max per row, then bin sums."""
+    p = np.asarray(p, dtype=np.float64)
+    conf, hit = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
+    idx = np.minimum((conf * bins).astype(np.intp), bins - 1)
+    gap = np.abs(np.bincount(idx, hit, minlength=bins) - np.bincount(idx, conf, minlength=bins))
+    return gap.sum() / len(y)
+
+
+def _with_edge_cases(p, y, bins):
+    """Rows whose confidence is exactly 1.0, exactly on a bin edge, or tied for the top."""
+    p, y = p.copy(), y.copy()
+    k = p.shape[1]
+    p[:50] = 0.0
+    p[:50, 0] = 1.0  # confidence 1.0: the last, closed bin
+    edge = 3 / bins if bins != 10 else 0.2
+    p[50:100] = (1 - edge) / (k - 1)
+    p[50:100, 1] = edge  # exactly on an edge
+    p[100:150] = 0.0
+    p[100:150, [0, 1]] = 0.5  # a tie for the top: the first column wins
+    y[100:125], y[125:150] = 0, 1  # right, then wrong, though both hold the top probability
+    return p, y
+
+
+@pytest.mark.parametrize(("n", "k", "bins", "seed"), [(5000, 10, 15, 0), (20_003, 8, 10, 1), (3000, 7, 5, 2)])
+def test_blocked_ece_matches_a_float64_reference_in_float64_and_float32(n, k, bins, seed):
+    y, p = random_probs(n, k, seed=seed)
+    p, y = _with_edge_cases(p, y, bins)
+    conf = p.max(axis=1)
+    assert (conf == 1.0).sum() == 50 and np.isin(conf * bins, np.arange(bins)).sum() >= 50
+    ref = _reference_top_label_ece(y, p, bins)
+    assert metrics.ece(y, p, bins=bins) == pytest.approx(ref, abs=1e-12)
+    p32 = p.astype(np.float32)
+    # float32 confidences are exact in float64, so the same bins and the same sums
+    assert metrics.ece(y, p32, bins=bins) == pytest.approx(_reference_top_label_ece(y, p32, bins), abs=1e-9)
+    assert metrics.ece(y, p32, bins=bins) == pytest.approx(metrics.ece(y, p32.astype(np.float64), bins=bins), abs=1e-12)
+    # equal-mass bins and the max norm go through the per-row confidences of the same pass
+    conf, hit = p.max(axis=1)[:, None], (p.argmax(axis=1) == y).astype(float)[:, None]
+    count, sum_conf, sum_hit, _ = metrics.binned_stats(conf, hit, bins, "mass")
+    assert metrics.ece(y, p, bins=bins, binning="mass") == pytest.approx(np.abs(sum_hit - sum_conf).sum() / n, abs=1e-12)
+
+
+def test_blocked_ece_still_names_bad_probabilities():
+    y, p = random_probs(10_000, 3, seed=4)
+    for bad, message in [(np.nan, "NaN"), (1.5, "outside"), (-0.1, "outside")]:
+        q = p.copy()
+        q[9_000, 1] = bad  # in a later block than the first
+        with pytest.raises(ValueError, match=message):
+            metrics.ece(y, q)
+    q = p.copy()
+    q[9_000] *= 1.01
+    with pytest.raises(ValueError, match="sum to 1"):
+        metrics.ece(y, q)
+    with pytest.raises(ValueError, match="column indices"):
+        metrics.ece(np.full(10_000, 3), p)

@@ -71,12 +71,8 @@ def as_float_array(a: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must hold numbers (class scores); numpy cannot read it as floats: {e}") from None
 
 
-def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> np.ndarray:
-    """Validate an n×K score matrix of the stated kind; return row-normalised log-probs.
-
-    Raises ValueError naming ``name`` for NaN, +inf, negative probabilities, rows
-    without any mass and arrays that are not 2-D with at least two columns.
-    """
+def _check_scores(X: Any, input: str, name: str) -> np.ndarray:
+    """``X`` as a validated float array of the stated kind (see :func:`to_log_proba`)."""
     check_input_kind(input, name)
     X = as_float_array(X, name)
     if X.ndim != 2:
@@ -89,11 +85,36 @@ def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> 
     # every entry is (barring overflow, which the slow path below sorts out).
     with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf, or overflow: the slow path decides
         all_finite = bool(np.isfinite(X.sum()))
-    if not all_finite and np.isnan(X).any():
+    if all_finite:
+        return X
+    if np.isnan(X).any():
         raise ValueError(f"{name} contains NaN; drop or impute those rows before calibrating.")
     if input == "probs":
-        if not all_finite and np.isinf(X).any():
+        if np.isinf(X).any():
             raise ValueError(f"{name} contains inf; probabilities must be finite and >= 0.")
+    else:
+        if np.isposinf(X).any():
+            raise ValueError(
+                f"{name} contains +inf; log-probabilities must be finite or -inf "
+                f"(a class with no mass)."
+            )
+        dead = np.isneginf(X).all(axis=1)
+        if dead.any():
+            raise ValueError(
+                f"{name} has {int(dead.sum())} row(s) that are -inf for every class; "
+                f"every row needs a finite score for at least one class."
+            )
+    return X
+
+
+def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> np.ndarray:
+    """Validate an n×K score matrix of the stated kind; return row-normalised log-probs.
+
+    Raises ValueError naming ``name`` for NaN, +inf, negative probabilities, rows
+    without any mass and arrays that are not 2-D with at least two columns.
+    """
+    X = _check_scores(X, input, name)
+    if input == "probs":
         if (X < 0).any():
             raise ValueError(
                 f"Negative values in data: {name} has negative entries but input='probs'; pass probabilities "
@@ -112,21 +133,54 @@ def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> 
         with np.errstate(divide="ignore"):
             out = np.log(X / totals[:, None])
     else:
-        if not all_finite:
-            if np.isposinf(X).any():
-                raise ValueError(
-                    f"{name} contains +inf; log-probabilities must be finite or -inf "
-                    f"(a class with no mass)."
-                )
-            dead = np.isneginf(X).all(axis=1)
-            if dead.any():
-                raise ValueError(
-                    f"{name} has {int(dead.sum())} row(s) that are -inf for every class; "
-                    f"every row needs a finite score for at least one class."
-                )
         out = log_softmax(X, axis=1)
     if floor:
         np.maximum(out, LOG_FLOOR, out=out)
+    return out
+
+
+#: Rows per block of the blocked passes over an n×K array: a block and its scratch stay in a core's L2 cache.
+ROW_BLOCK = 8192
+
+
+def row_max(block: np.ndarray) -> np.ndarray:
+    """The largest entry of each row (NaN where a row has one).
+
+    ``block.max(axis=1)`` runs one short inner loop per row, about four times slower
+    for K around 10 than reducing the transposed copy column by column.
+    """
+    return np.maximum.reduce(block.T.copy(), axis=0)
+
+
+def to_shifted_log_scores(X: Any, input: str, *, name: str = "X", floor: bool = True) -> np.ndarray:
+    """Validate like :func:`to_log_proba`; return the log-probs shifted so each row's max is 0, as float32.
+
+    They equal ``to_log_proba(X, input, floor=floor)`` up to one constant per row
+    (the row's log-normaliser) and float32 rounding, with the same entries floored.
+    For a loss that a per-row shift leaves unchanged, this skips the renormalising
+    exp/log passes and holds half the memory.
+    """
+    if input == "probs":
+        X = to_log_proba(X, input, name=name, floor=floor)
+        floor = False  # done: to_log_proba floored the normalised values
+    else:
+        X = _check_scores(X, input, name)
+    n, k = X.shape
+    out = np.empty((n, k), dtype=np.float32)
+    # An entry at least this far above the floor is never floored (the normaliser is at most log K).
+    never_floored = LOG_FLOOR + np.log(k)
+    for start in range(0, n, ROW_BLOCK):
+        block = X[start : start + ROW_BLOCK]
+        top = row_max(block)
+        shifted = out[start : start + ROW_BLOCK]
+        with np.errstate(over="ignore"):  # below float32's range is -inf, far under the floor
+            np.subtract(block, top[:, None], out=shifted, casting="same_kind")
+        if floor and shifted.min() < never_floored:
+            # Floor at LOG_FLOOR relative to each row's normaliser log S, as to_log_proba does.
+            rows = np.flatnonzero(shifted.min(axis=1) < never_floored)
+            d = block[rows] - top[rows, None]
+            log_norm = np.log(np.exp(d).sum(axis=1))
+            shifted[rows] = np.maximum(d, (LOG_FLOOR + log_norm)[:, None])
     return out
 
 
@@ -191,6 +245,15 @@ def resolve_classes(
         classes_ = present
     if y is None:
         return classes_, None
+    if (
+        y_arr.dtype.kind in "iu"
+        and classes_.dtype.kind in "iu"
+        and np.array_equal(classes_, np.arange(n_columns))
+        and y_arr.size
+        and y_arr.min() >= 0
+        and y_arr.max() < n_columns
+    ):
+        return classes_, y_arr.astype(np.intp, copy=False)  # labels are the column indices
     try:
         order = np.argsort(classes_, kind="stable")
         sorted_classes = classes_[order]
@@ -227,7 +290,8 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
     """Shared boundary of every calibrator: validation, classes_, predict*.
 
     Subclasses set ``self`` up in ``_fit(logp, y_idx, sample_weight)`` from the
-    validated, row-normalised log-probabilities and the labels encoded as column
+    validated, row-normalised log-probabilities (or, with ``_fit_shift_invariant``,
+    log-scores shifted so each row's max is 0) and the labels encoded as column
     indices (``None`` where labels are optional and absent), and map log-probs to
     calibrated log-probs in ``_calibrate(logp)``.
     """
@@ -238,6 +302,10 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
     #: a zero stays zero) predicts from the exact values, so a class with no mass keeps none.
     _floor_fit = True
     _floor_predict = True
+    #: Whether the fit's loss is unchanged by adding a constant to a row: then ``_fit`` gets
+    #: the log-scores shifted so each row's max is 0, as float32 (to_shifted_log_scores),
+    #: instead of renormalised float64 log-probs.
+    _fit_shift_invariant = False
 
     def __init__(self, *, input: str = "logprobs", classes: Any = None) -> None:
         self.input = input
@@ -284,7 +352,7 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
             )
         if y is not None:
             y = check_y(y, X.shape[0])
-            if self._requires_y and len(np.unique(y)) < 2:
+            if self._requires_y and not (y[1:] != y[0]).any():  # one pass, not a sort
                 given = self.classes is not None or classes is not None or scores_classes is not None
                 raise ValueError(
                     f"y holds 1 class only ({np.unique(y).tolist()}); {type(self).__name__} needs "
@@ -293,7 +361,10 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
                     + ("." if given else " (and list every column's label in classes=).")
                 )
             self._check_targets(y)
-        logp = self._log_proba(X, floor=self._floor_fit)
+        if self._fit_shift_invariant:
+            logp = to_shifted_log_scores(X, self.input, floor=self._floor_fit)
+        else:
+            logp = self._log_proba(X, floor=self._floor_fit)
         classes = self.classes if classes is None else classes
         self.classes_, y_idx = resolve_classes(y, logp.shape[1], classes, scores_classes)
         if sample_weight is not None:

@@ -14,11 +14,105 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, logsumexp
 
-from ._base import BaseCalibrator
+from ._base import ROW_BLOCK, BaseCalibrator
 
-# Temperature is searched in [1/100, 100]; a fit that ends at a bound means the
-# calibration set is too small or separable to pin it down.
+# Temperature is searched in [1/100, 100]; a fit that ends at a bound is reported.
 _T_MIN, _T_MAX = 1e-2, 1e2
+
+
+def _bound_warning(T: float, n: int) -> str:
+    if T >= _T_MAX:
+        meaning = (
+            "the calibration labels carry no signal the scores can be scaled to, so the fit "
+            "flattens the predictions until they are nearly uniform; check that y matches X's "
+            "rows (same examples, same order)"
+        )
+    else:
+        meaning = (
+            f"the calibration set ({n} rows) is separable or too small to fix it, so the "
+            "predictions become nearly one-hot; calibrate on more examples"
+        )
+    end = "upper" if T >= _T_MAX else "lower"
+    return f"temperature reached the bound T = {T:g}, the {end} end of [{_T_MIN:g}, {_T_MAX:g}]: {meaning}."
+
+
+def _tempered_moments(zc: np.ndarray, s: float, w: np.ndarray, dtype: type) -> tuple[float, float]:
+    """Sums over rows, weighted by ``w``, of the mean and variance of ``z`` under
+    ``softmax(s z)``: the NLL's gradient (less the labels' term) and curvature in s.
+
+    One blocked pass; exp and the sums over a row run in ``dtype``, the sums over rows in float64.
+    Written out rather than through scipy's softmax so that the exp and the three sums
+    share one pass over cache-sized blocks, with no n×K temporaries.
+    """
+    n, k = zc.shape
+    rows = min(n, ROW_BLOCK)
+    e, ez = np.empty((rows, k), dtype), np.empty((rows, k), dtype)
+    ones = np.ones(k, dtype)
+    mean = var = 0.0
+    for start in range(0, n, rows):
+        z = zc[start : start + rows]
+        m = len(z)
+        eb, ezb = e[:m], ez[:m]
+        np.multiply(z, dtype(s), out=eb, casting="same_kind")  # s in the pass's precision
+        np.exp(eb, out=eb)
+        total = (eb @ ones).astype(np.float64)  # >= 1: the row's max is 0
+        np.multiply(eb, z, out=ezb)
+        mean_z = (ezb @ ones) / total
+        np.multiply(ezb, z, out=eb)
+        mean_z2 = (eb @ ones) / total
+        wb = w[start : start + m]
+        mean += wb @ mean_z
+        var += wb @ (mean_z2 - mean_z * mean_z)
+    return mean, var
+
+
+#: Rows of the subsample that finds the fit's starting point on large calibration sets.
+_SUBSAMPLE = 32_768
+
+
+def _newton(
+    zc: np.ndarray, w: np.ndarray, wzy: float, s: float, dtype: type, rel_step: float
+) -> tuple[float, int, bool]:
+    """Minimise the temperature-scaling NLL over the inverse temperature s from ``s``.
+
+    The NLL is convex in s = 1/T (its second derivative is a variance), so a
+    bracketed Newton iteration is safe and needs a handful of passes over the
+    data (scipy's 1-D minimisers are derivative-free and need many more). It
+    stops after a step of at most ``rel_step * s``, or at a bound of the search
+    whose slope points outwards: then the optimum is there or beyond it.
+    Returns ``(s, passes over zc, whether s is such a bound)``.
+    """
+    lo, hi = 1.0 / _T_MAX, 1.0 / _T_MIN
+    tried_lo = tried_hi = False
+    for passes in range(1, 101):
+        mean, h = _tempered_moments(zc, s, w, dtype)
+        g = mean - wzy
+        tried_lo |= s == 1.0 / _T_MAX
+        tried_hi |= s == 1.0 / _T_MIN
+        if (s == 1.0 / _T_MAX and g >= 0) or (s == 1.0 / _T_MIN and g <= 0):
+            return s, passes, True
+        if g == 0:
+            break
+        if g > 0:
+            hi = min(hi, s)
+        else:
+            lo = max(lo, s)
+        step = s - g / h if h > 0 else np.nan
+        inside = lo < step < hi
+        # A step out of the bracket, or one that moves s by more than a fifth, may head for a
+        # bound that still ends the bracket (labels without signal, separable data): look
+        # there first, once. It costs a pass on a far start only; a subsample's start is near.
+        if g > 0 and lo == 1.0 / _T_MAX and not tried_lo and not (inside and step > s / 1.2):
+            step = lo
+        elif g < 0 and hi == 1.0 / _T_MIN and not tried_hi and not (inside and step < 1.2 * s):
+            step = hi
+        elif not inside:  # Newton left the bracket: bisect it (geometrically)
+            step = np.sqrt(lo * hi)
+        converged = abs(step - s) <= rel_step * s
+        s = float(step)
+        if converged:
+            break
+    return s, passes, False
 
 
 def _weights(sample_weight: np.ndarray | None, n: int) -> np.ndarray:
@@ -30,7 +124,9 @@ class TemperatureScaling(BaseCalibrator):
     """Divide the log-scores by one temperature T, fitted by maximum likelihood.
 
     ``predict_proba(X) = softmax(log p / T)``; T > 1 softens over-confident
-    scores, T < 1 sharpens. T is searched in [0.01, 100]. A class scored -inf (no
+    scores, T < 1 sharpens. T is searched in [0.01, 100]; a fit that ends at a
+    bound warns (at 100 the labels carry no signal, at 0.01 the calibration set
+    is separable) and keeps the bound. A class scored -inf (no
     mass, e.g. a censored label) keeps probability 0; the fit floors it at 1e-12 so
     that a true class without mass costs a finite loss.
 
@@ -49,6 +145,8 @@ class TemperatureScaling(BaseCalibrator):
     temperature_ : float
     classes_ : ndarray of shape (K,)
     n_iter_ : int
+        Passes over the calibration set (each one Newton step); a fit that stops at
+        a bound takes one or two.
 
     Examples
     --------
@@ -62,56 +160,32 @@ class TemperatureScaling(BaseCalibrator):
 
     # -inf / T is -inf: a class with no mass keeps none (the fit uses the floor).
     _floor_predict = False
+    _fit_shift_invariant = True
 
     def __init__(self, *, input: str = "logprobs", classes: Any = None) -> None:
         super().__init__(input=input, classes=classes)
 
     def _fit(self, logp, y_idx, sample_weight):
-        n, k = logp.shape
+        # logp: float32, each row shifted so its max is 0 (the NLL ignores a row's shift).
+        n = logp.shape[0]
         w = _weights(sample_weight, n)
-        zc = logp - logp.max(axis=1, keepdims=True)  # <= 0, so exp(s * zc) never overflows
-        zy = zc[np.arange(n), y_idx]
-        wzy = w @ zy
-        ones = np.ones(k)
-
-        # The NLL is convex in the inverse temperature s = 1/T (its second
-        # derivative is a variance), so a bracketed Newton iteration on s is
-        # safe and needs a handful of passes over the data; scipy's 1-D
-        # minimisers are derivative-free and need many more.
-        def nll_grad_hess(s: float) -> tuple[float, float, float]:
-            e = np.exp(s * zc)
-            total = e @ ones
-            ez = e * zc
-            mean_z = (ez @ ones) / total
-            mean_z2 = np.einsum("ij,ij->i", ez, zc) / total
-            nll = w @ np.log(total) - s * wzy
-            return nll, w @ mean_z - wzy, w @ (mean_z2 - mean_z**2)
-
-        lo, hi = 1.0 / _T_MAX, 1.0 / _T_MIN
+        zy = logp[np.arange(n), y_idx].astype(np.float64)
         s = 1.0
-        nll_at_one = nll, g, h = nll_grad_hess(s)
-        for iteration in range(1, 101):
-            if g > 0:
-                hi = s
-            else:
-                lo = s
-            step = s - g / h if h > 0 else np.nan
-            if not lo < step < hi:  # Newton left the bracket: bisect it (geometrically)
-                step = np.sqrt(lo * hi)
-            if abs(step - s) <= 1e-10 * s:
-                break
-            s = step
-            nll, g, h = nll_grad_hess(s)
-        self.n_iter_ = iteration
-        if nll > nll_at_one[0]:  # rounding only; the optimum is never worse than T = 1
-            s = 1.0
+        every = n // _SUBSAMPLE
+        if every >= 4 and w[::every].sum() > 0:
+            # A start fitted on every few rows leaves the full data one or two Newton steps.
+            w_sub = w[::every] / w[::every].sum()
+            s, _, _ = _newton(np.ascontiguousarray(logp[::every]), w_sub, w_sub @ zy[::every], s, np.float32, 1e-4)
+        wzy = w @ zy
+        s, passes, at_bound = _newton(logp, w, wzy, s, np.float32, 1e-2)
+        if not at_bound:
+            # The float32 passes bring s near the optimum (their rounding would stop them at
+            # about 1e-7); Newton squares the error of each float64 step, so one or two finish.
+            s, more, _ = _newton(logp, w, wzy, s, np.float64, 1e-5)
+            passes += more
+        self.n_iter_ = passes
         if s <= 1.0001 / _T_MAX or s >= 0.9999 / _T_MIN:
-            warnings.warn(
-                f"temperature reached the bound of [{_T_MIN}, {_T_MAX}]: the calibration "
-                f"set ({n} rows) is too small or separable to fix it.",
-                UserWarning,
-                stacklevel=3,
-            )
+            warnings.warn(_bound_warning(1.0 / s, n), UserWarning, stacklevel=3)
         self.temperature_ = float(1.0 / s)
 
     def _calibrate(self, logp):
