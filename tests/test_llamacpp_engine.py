@@ -61,7 +61,8 @@ def test_the_kept_last_row_saves_decodes_and_changes_no_number(local_model) -> N
     assert split.engine is eng
     before = eng.evaluated_tokens
     again = split.continuation_logprobs(pairs)
-    assert eng.evaluated_tokens - before == n_prompt + 1 + 2  # one decode of the prompt for both batches
+    # one decode of the prompt for both batches (but its BOS, still cached from the others)
+    assert eng.evaluated_tokens - before == (n_prompt - 1) + 1 + 2
     assert _floats(again) == _floats(alone) and [c.tokens for c in again] == [c.tokens for c in alone]
     assert local_model.top_k([PROMPT], 20) == alone_top
 
@@ -80,3 +81,51 @@ def test_a_kept_row_whose_prompt_left_the_cache_decodes_the_prompt_again(local_m
     again = local_model.continuation_logprobs([(PROMPT, FORMS[2])])
     assert _floats(again) == _floats(fresh)
     assert eng.cached[: len(ids)] == ids
+
+
+AG_FORMS = [" World", " World news", " Sports", " Sports and games", " Business and finance", " Science and technology"]
+
+
+def test_the_padded_schedule_holds_on_this_machine(local_model) -> None:
+    assert local_model.engine.schedule_ok
+
+
+def test_a_text_cut_into_any_pieces_gives_the_same_numbers(local_model) -> None:
+    """Token-level prefix reuse: whatever prefix is cached, every position's logits are a fresh decode's."""
+    eng = local_model.engine
+    text = TPL.format(text=" ".join(sst2("dev", 6)[0]))
+    ids = local_model.token_ids(text, add_bos=True)
+    assert len(ids) > 2 * eng.n_batch
+
+    def rows(cached_first: int) -> np.ndarray:
+        eng.reset()
+        if cached_first:
+            eng.prompt(ids[:cached_first], [cached_first - 1], lambda p, r: None)
+        out: dict[int, np.ndarray] = {}
+        eng.prompt(ids, range(cached_first, len(ids)), lambda p, r: out.__setitem__(p, r.copy()))
+        return np.array([out[p] for p in range(len(ids) - 5, len(ids))])
+
+    fresh = rows(0)
+    for cut in (1, 3, 17, eng.n_batch - 1, eng.n_batch + 5, len(ids) - 6):
+        np.testing.assert_array_equal(rows(cut), fresh)
+
+
+def test_forms_are_decoded_side_by_side_in_one_batch_and_score_as_alone(local_model) -> None:
+    eng = local_model.engine
+    pairs = [(PROMPT, f) for f in AG_FORMS]
+    eng.reset()
+    local_model.top_k([PROMPT], 1)
+    before_tokens, before_decodes = eng.evaluated_tokens, eng.decodes
+    together = local_model.continuation_logprobs(pairs)
+    # The trie of the later tokens: " news", " and", " and"+" games", " and"+" finance", " and"+" technology"
+    # (" Sports and" shares nothing with " Business and": their first tokens differ).
+    tails = {tuple(local_model.token_ids(f)[1:j + 1]) + (local_model.token_ids(f)[0],)
+             for f in AG_FORMS for j in range(1, len(local_model.token_ids(f)))}
+    assert eng.evaluated_tokens - before_tokens == len(tails)
+    assert eng.decodes - before_decodes == 1
+    for f, c in zip(AG_FORMS, together):
+        eng.reset()
+        assert local_model.continuation_logprobs([(PROMPT, f)]) == [c]
+    reordered = local_model.continuation_logprobs(pairs[::-1])[::-1]
+    after_others = (local_model.continuation_logprobs([(TPL.format(text="fine"), " positive")] + pairs))[1:]
+    assert reordered == together and after_others == together

@@ -758,14 +758,17 @@ def test_calibkit_client_scores_through_the_server_as_the_embedded_backend(serve
 
     texts, _ = sst2("dev", n=6)
     tpl = ck.PromptTemplate("Review: {text}\nSentiment:")
-    verb = ck.Verbalizer({0: " negative", 1: " positive"})
     client = ck.Client(served.base, served.key, model="llama-8b", cache=False)
-    for method in ("exact", "topk"):
-        remote = ck.score(texts, tpl, verb, client, method=method, check=False)
-        local = ck.score(texts, tpl, verb, local_model, method=method, check=False)
-        assert remote.logprobs.shape == (6, 2)
-        np.testing.assert_array_equal(remote.censored, local.censored)
-        np.testing.assert_allclose(remote.logprobs, local.logprobs, atol=1e-6, rtol=0)
+    # Forms of one to three tokens: the server echoes each after the prompt (prefix-cached), the
+    # library decodes their later tokens side by side; on the padded schedule they are the same numbers.
+    for verb, methods in ((ck.Verbalizer({0: " negative", 1: " positive"}), ("exact", "topk")),
+                          (ck.Verbalizer({0: [" bad", " not good at all"], 1: [" good", " very good"]}), ("exact",))):
+        for method in methods:
+            remote = ck.score(texts, tpl, verb, client, method=method, check=False)
+            local = ck.score(texts, tpl, verb, local_model, method=method, check=False)
+            assert remote.logprobs.shape == (6, 2)
+            np.testing.assert_array_equal(remote.censored, local.censored)
+            np.testing.assert_array_equal(remote.logprobs, local.logprobs)
     assert client.requests_made >= 2
 
 

@@ -85,3 +85,41 @@ def test_load_models_serves_one_model_per_file_under_many_names(local_model) -> 
     served = models["llama-8b"]
     assert isinstance(served, LocalCompletions) and served.name == DEFAULT_MODEL_NAME
     assert served.model.cache is None and served.n_ctx == local_model.n_ctx
+
+
+def test_echoes_of_one_prompt_reuse_its_positions_and_give_a_fresh_decodes_numbers(local_model) -> None:
+    """Prefix caching: the K echo requests of one example cost little more than one, in any order."""
+    from calibkit.server.prefix import PositionMemo
+
+    prompt = "Article: The striker scored twice in the final.\nTopic:"
+    forms = [" World news", " Sports", " Science and technology", " Sports and games"]
+    texts = [prompt] + [prompt + f for f in forms]
+    eng = local_model.engine
+
+    def echo(gen: LocalCompletions, text: str):
+        return gen.complete(_req(text, max_tokens=0, logprobs=1, echo=True)).choices[0].logprobs
+
+    fresh = []
+    for text in texts:  # each text alone: no memo, no cached key/value entries
+        eng.reset()
+        fresh.append(echo(LocalCompletions(local_model, PositionMemo()), text))
+    gen = LocalCompletions(local_model, PositionMemo())
+    eng.reset()
+    before = eng.evaluated_tokens
+    shared = [echo(gen, t) for t in texts]
+    decoded = eng.evaluated_tokens - before
+    P = len(local_model.token_ids(prompt, add_bos=True))
+    # The prompt once; then each form from the first position not asked before: the prompt's last
+    # token and the form's (3, 2, 4), and for " Sports and games" from " Sports" on (its first
+    # position came with " Sports").
+    assert [len(local_model.token_ids(f)) for f in forms] == [2, 1, 3, 3]
+    assert decoded == P + 3 + 2 + 4 + 3, decoded
+    assert gen.memo.hits >= len(forms) * (P - 1)
+    reordered = [echo(LocalCompletions(local_model, PositionMemo()), t) for t in texts[::-1]][::-1]
+    for a, b, c in zip(fresh, shared, reordered):
+        assert a.token_logprobs == b.token_logprobs == c.token_logprobs
+        assert a.top_logprobs == b.top_logprobs == c.top_logprobs
+    # and the library's multi-token scores are the server's echoed ones
+    lib = local_model.continuation_logprobs([(prompt, f) for f in forms])
+    for f, c, lp in zip(forms, lib, shared[1:]):
+        assert list(c.logprobs) == lp.token_logprobs[P:]

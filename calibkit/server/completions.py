@@ -28,6 +28,7 @@ from ..backends.llamacpp import LocalModel
 from ..backends.llamacpp.engine import Engine, log_softmax_at, token_text
 from ..backends.llamacpp.sampler import Sampler
 from .engine import Cancelled
+from .prefix import PositionMemo
 
 __all__ = ["LocalCompletions"]
 
@@ -49,10 +50,12 @@ class LocalCompletions:
 
     ``complete(req)`` answers a :class:`~calibkit.api.CompletionRequest` (one choice per
     prompt, times ``n``) as the ACS API would; ``name`` is the model reported in responses.
+    ``memo`` keeps echoed positions' answers for texts that share a prefix (prefix caching).
     """
 
-    def __init__(self, model: LocalModel):
+    def __init__(self, model: LocalModel, memo: PositionMemo | None = None):
         self.model = model
+        self.memo = memo if memo is not None else PositionMemo()
 
     @property
     def name(self) -> str:
@@ -100,27 +103,40 @@ class LocalCompletions:
             d.setdefault(token_text(eng.piece(also)), float(x[also] - lse))
             return d
 
-        # Prompt positions: the logprob of each prompt token given what precedes it.
-        echo_lp: list[float | None] = [None] * P
-        echo_top: list[dict[str, float] | None] = [None] * P
-        plp: list[dict[str, float] | None] | None = [None] * P if pk is not None else None
+        # Prompt positions: the logprob of each prompt token given what precedes it, and its
+        # top-k, from the prefix cache where another text with the same tokens up to it asked.
+        keys = self.memo.keys(ids)  # keys[p]: position p, whose next token is ids[p + 1]
+        questions = ([("echo", k)] if want_echo else []) + ([("prompt_logprobs", pk)] if pk is not None else [])
+        found: dict[tuple[int, tuple[str, int | None]], tuple[float, dict[str, float] | None]] = {}
+        want: set[int] = {P - 1} if max_tokens > 0 else set()
+        for p, key in enumerate(keys):
+            for q in questions:
+                answer = self.memo.get(key, q)
+                if answer is None:
+                    want.add(p)
+                else:
+                    found[(p, q)] = answer
         first_row: list[np.ndarray] = []
 
         def on_prompt_row(p: int, row: np.ndarray) -> None:
             if p == P - 1:
                 first_row.append(row.astype(np.float64))
-            if p + 1 < P:
+            elif questions:
                 x, lse = log_softmax_at(row)
                 nxt = ids[p + 1]
-                echo_lp[p + 1] = float(x[nxt] - lse)
-                if want_echo:
-                    echo_top[p + 1] = top_of(x, lse, k or 0, nxt)
-                if plp is not None:
-                    plp[p + 1] = top_of(x, lse, pk, nxt)
+                for q in questions:
+                    found[(p, q)] = answer = (float(x[nxt] - lse), top_of(x, lse, q[1] or 0, nxt))
+                    self.memo.put(keys[p], q, answer)
 
-        need_prompt_rows = want_echo or pk is not None
-        eng.prompt(ids, range(P) if need_prompt_rows else [P - 1], on_prompt_row)
-        prompt_row = first_row[0]
+        if want:
+            eng.prompt(ids, sorted(want), on_prompt_row)
+        prompt_row = first_row[0] if first_row else np.zeros(0)  # not read when max_tokens is 0
+        echo_lp: list[float | None] = [None] + [found[(p, ("echo", k))][0] if want_echo else None for p in range(P - 1)]
+        echo_top: list[dict[str, float] | None] = [None] + [
+            found[(p, ("echo", k))][1] if want_echo else None for p in range(P - 1)]
+        plp: list[dict[str, float] | None] | None = None
+        if pk is not None:
+            plp = [None] + [found[(p, ("prompt_logprobs", pk))][1] for p in range(P - 1)]
 
         n = req.n or 1
         best_of = max(req.best_of or n, n)

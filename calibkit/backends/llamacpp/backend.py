@@ -23,7 +23,7 @@ import numpy as np
 
 from ...cache import ResponseCache
 from ..base import Backend, Continuation, TopK, check_int
-from .engine import Engine, EngineKey, engine_for, log_softmax_at, token_text
+from .engine import Engine, EngineKey, check_n_batch, engine_for, log_softmax_at, token_text
 from .gguf import DEFAULT_MODEL_NAME, default_model_path
 
 __all__ = ["LocalModel"]
@@ -38,9 +38,10 @@ class LocalModel(Backend):
     name : the model name in cache keys and served responses (default: the file's).
     n_ctx : context length in tokens.
     n_threads : CPU threads (default: all cores).
-    n_batch : tokens per decode; prompts are decoded in chunks of this size aligned
-        at position 0, so that a cached prefix gives the same numbers as a fresh
-        decode (llama.cpp's results depend on how a sequence is cut into batches).
+    n_batch : most tokens per decode, a multiple of 4 from 8 to 60. Every decode is
+        padded to the canonical shape (see :class:`~calibkit.backends.llamacpp.engine.Engine`),
+        so a cached prefix, or forms decoded side by side, give the numbers of a fresh
+        decode (llama.cpp's results depend on the shape of a decode batch).
     cache : a :class:`~calibkit.cache.ResponseCache`, a path, True/None for the
         default file, False for none.
     progress : the bundled model's one-time assembly (about 250 MB copied and
@@ -67,13 +68,14 @@ class LocalModel(Backend):
         name: str | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
-        n_batch: int = 64,
+        n_batch: int = 32,
         cache: ResponseCache | str | bool | None = None,
         progress: bool | None = None,
     ):
         # Settings and file first: a bad argument fails before the cache opens or a model is assembled.
         check_int("n_ctx", n_ctx, 16)
         check_int("n_batch", n_batch, 1)
+        check_n_batch(n_batch)
         if model_path is None:
             path = default_model_path(progress=progress)
             default_name = DEFAULT_MODEL_NAME
@@ -87,7 +89,7 @@ class LocalModel(Backend):
         self.name = name or default_name
         self.n_ctx = n_ctx
         self.n_threads = int(n_threads or os.cpu_count() or 1)
-        self.n_batch = min(n_batch, n_ctx)
+        self.n_batch = n_batch
         self._size = path.stat().st_size
 
     @property
@@ -104,6 +106,7 @@ class LocalModel(Backend):
             "bytes": self._size,
             # The decode schedule changes llama.cpp's numbers (see Engine).
             "n_batch": self.n_batch,
+            "schedule": "padded",
         }
 
     def __repr__(self) -> str:
@@ -175,7 +178,7 @@ class LocalModel(Backend):
 
     @staticmethod
     def _continue_one(eng: Engine, prompt: str, continuations: list[str]) -> list[Continuation | None]:
-        """One prompt, decoded once; each continuation's later tokens on top of its cached entries."""
+        """One prompt, decoded once; the continuations' later tokens side by side after it (a token trie)."""
         ids = eng.tokenize(prompt, True)
         P = len(ids)
         conts: list[list[int] | None] = []
@@ -191,18 +194,12 @@ class LocalModel(Backend):
             return [None] * len(conts)
         eng.check_len(P + max(len(f) for f in scored) - 1, "prompt with its longest continuation")
         x, lse = log_softmax_at(eng.last_row(ids))
-        out: list[Continuation | None] = []
-        for f in conts:
-            if f is None:
-                out.append(None)
-                continue
-            lps = [float(x[f[0]] - lse)]
-            if len(f) > 1:
+        lps = [[float(x[f[0]] - lse)] if f is not None else [] for f in conts]
 
-                def add(p: int, row: np.ndarray, f: list[int] = f, lps: list[float] = lps) -> None:
-                    xr, lr = log_softmax_at(row)
-                    lps.append(float(xr[f[p - P + 1]] - lr))
+        def add(i: int, j: int, row: np.ndarray) -> None:
+            xr, lr = log_softmax_at(row)
+            lps[i].append(float(xr[conts[i][j + 1]] - lr))  # type: ignore[index]
 
-                eng.extend_prompt(ids, f[:-1], range(P, P + len(f) - 1), add)
-            out.append(Continuation(tuple(token_text(eng.piece(t)) for t in f), tuple(lps)))
-        return out
+        eng.branches(ids, [f[:-1] if f is not None else [] for f in conts], add)
+        return [None if f is None else Continuation(tuple(token_text(eng.piece(t)) for t in f), tuple(lp))
+                for f, lp in zip(conts, lps)]

@@ -12,7 +12,7 @@ llama.cpp's own messages go to the ``calibkit.llama_cpp`` logger at DEBUG.
 >>> lse == math.log(4)
 True
 >>> from calibkit.backends.llamacpp import default_model_path
->>> eng = engine_for(EngineKey(str(default_model_path()), n_ctx=512, n_threads=4, n_batch=64))  # doctest: +SKIP
+>>> eng = engine_for(EngineKey(str(default_model_path()), n_ctx=512, n_threads=4, n_batch=32))  # doctest: +SKIP
 >>> with eng.lock:                                                                             # doctest: +SKIP
 ...     x, lse = log_softmax_at(eng.last_row(eng.tokenize("The capital of France is", add_bos=True)))
 """
@@ -32,7 +32,7 @@ import numpy as np
 
 from ...api import InvalidRequestError
 
-__all__ = ["Engine", "EngineKey", "engine_for", "log_softmax_at", "token_text"]
+__all__ = ["Engine", "EngineKey", "check_n_batch", "engine_for", "log_softmax_at", "token_text"]
 
 _LOG = logging.getLogger("calibkit.llama_cpp")
 _log_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
@@ -102,24 +102,51 @@ class EngineKey:
     n_batch: int
 
 
+#: Every decode holds a multiple of this many rows, and at least MIN_ROWS (see Engine).
+ROW_MULTIPLE = 4
+MIN_ROWS = 8
+#: The largest rows per decode for which the schedule holds (a 64-row decode takes another path).
+MAX_BATCH = 60
+#: Forms scored side by side in one decode, each on its own sequence (more go in turns).
+MAX_BRANCHES = 32
+
+
+def check_n_batch(n_batch: int) -> None:
+    """Raise ValueError unless ``n_batch`` is a multiple of 4 in [8, 60] (the padded schedule's range)."""
+    if not (MIN_ROWS <= n_batch <= MAX_BATCH and n_batch % ROW_MULTIPLE == 0):
+        raise ValueError(
+            f"n_batch must be a multiple of {ROW_MULTIPLE} from {MIN_ROWS} to {MAX_BATCH} (got {n_batch!r}): "
+            f"the embedded model decodes in padded batches of that shape so that a score never depends "
+            f"on how its text was batched; leave n_batch at its default of 32 or pick another such value"
+        )
+
+
 class Engine:
     """One llama.cpp model and context, used by one thread at a time (``lock``).
 
-    llama.cpp's numbers depend on how a sequence is cut into decode batches: the
-    matrix kernels take other paths for other batch shapes, and with this quantized
-    model a label's log-probability moves by up to 0.3 nats when the same prompt is
-    decoded in two pieces instead of one. So every prompt is decoded on one canonical
-    schedule: chunks of ``n_batch`` tokens aligned at position 0. A prompt that shares
-    a prefix with the one in the cache reuses the whole chunks of that prefix; they
-    hold exactly what a fresh decode would compute, so reuse never changes a score.
-    Tokens after a prompt (a form's tokens, generated tokens) are one more chunk.
+    llama.cpp's numbers depend on the shape of a decode batch: its CPU kernels take one
+    path for rows in whole groups of four and another for the rest, and yet another
+    for large batches, so with this quantized model a label's log-probability moves by
+    up to 0.3 nats when the same text is cut into batches otherwise. Within one shape
+    class the result of a row depends only on its own token and what it attends to,
+    not on its place in the batch or on the other rows. So every decode here is
+    *padded*: its rows are brought to a multiple of four, and at least eight, with
+    rows of a scratch sequence that nothing attends to, and never more than
+    ``n_batch`` (at most 60) rows are real. That is the canonical schedule, and it
+    makes a token's logits and key/value entries the same however the text around it
+    was batched: a prompt reuses any cached prefix, token by token; every form's later
+    tokens after a prompt are decoded together in one batch, each form on its own
+    sequence branched off the prompt's entries, shared first tokens once (a token
+    trie); and ``calibkit serve`` gives the same numbers for the same text. The engine
+    checks the property once at load (:meth:`schedule_holds`) and warns where this
+    build of llama.cpp breaks it.
 
-    For the same reason the logits after the last prompt asked of :meth:`last_row` are
-    kept: asking that prompt again returns them without decoding, bit for bit what a
-    fresh decode would give.
+    The logits after the last prompt asked of :meth:`last_row` are kept: asking that
+    prompt again returns them without decoding.
     """
 
     def __init__(self, key: EngineKey):
+        check_n_batch(key.n_batch)
         L = self.L = _import_llama_cpp()
         L.llama_backend_init()
         mp = L.llama_model_default_params()
@@ -128,27 +155,37 @@ class Engine:
             raise ValueError(f"llama.cpp could not load the GGUF file {key.path}")
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self.n_batch = key.n_batch
         cp = L.llama_context_default_params()
-        cp.n_ctx = key.n_ctx
-        cp.n_batch = cp.n_ubatch = self.n_batch = key.n_batch
-        cp.n_seq_max = 1
+        cp.n_ctx = key.n_ctx + key.n_batch  # room for a decode's pad rows beyond the context asked for
+        cp.n_batch = cp.n_ubatch = key.n_batch
+        cp.n_seq_max = MAX_BRANCHES + 2  # 0: the prompt; 1..MAX_BRANCHES: forms; the last: pad rows
+        cp.kv_unified = True  # branches share the prompt's cells instead of copying them
+        cp.n_outputs_max = max(key.n_batch, cp.n_seq_max)
         cp.n_threads = cp.n_threads_batch = key.n_threads
         cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create a context")
-        self.n_ctx = int(L.llama_n_ctx(self.ctx))
+        self.n_ctx = key.n_ctx
         self.memory = L.llama_get_memory(self.ctx)
-        self.batch = L.llama_batch_init(self.n_batch, 0, 1)
+        self.pad_seq = MAX_BRANCHES + 1
+        self.batch = L.llama_batch_init(key.n_batch, 0, cp.n_seq_max)
         self.bos = int(L.llama_vocab_bos(self.vocab))
         self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
         self.cached: list[int] = []  # tokens in sequence 0 of the key/value cache
-        self.prompt_len = 0  # how many of them were decoded on the aligned schedule
         self.lock = threading.RLock()
-        self.evaluated_tokens = 0  # tokens decoded, for tests of prefix reuse
+        self.evaluated_tokens = 0  # real tokens decoded (pad rows not counted), for tests of reuse
+        self.decodes = 0  # llama_decode calls
         self._pieces: dict[int, bytes] = {}
-        self._prompt: tuple[int, ...] = ()  # the last prompt decoded, while the cache still holds it
         self._memo: tuple[tuple[int, ...], np.ndarray] | None = None  # (prompt ids, its last row)
+        self.schedule_ok = self.schedule_holds()
+        if not self.schedule_ok:
+            _LOG.warning(
+                "this build of llama.cpp computes a row differently depending on how its text is batched, "
+                "even in padded batches: scores of one text may differ slightly between a fresh decode and "
+                "one that reuses a cached prefix, and between the library and calibkit serve"
+            )
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         try:
@@ -211,43 +248,65 @@ class Engine:
         """Empty the key/value cache (and forget the kept last row): the next prompt decodes afresh."""
         self.L.llama_memory_clear(self.memory, True)
         self.cached = []
-        self.prompt_len = 0
-        self._prompt = ()
         self._memo = None
 
     def truncate(self, n: int) -> None:
-        """Keep only the first ``n`` tokens in the key/value cache."""
+        """Keep only the first ``n`` tokens of sequence 0 in the key/value cache."""
         if n < len(self.cached):
             self.L.llama_memory_seq_rm(self.memory, 0, n, -1)
             del self.cached[n:]
-        self.prompt_len = min(self.prompt_len, n)
-        if n < len(self._prompt):
-            self._prompt = ()
 
-    def _decode_chunk(self, tokens: Sequence[int], want: set[int], on_row: OnRow) -> None:
-        start = len(self.cached)
+    def _decode(self, rows: Sequence[tuple[int, int, Sequence[int], bool]]) -> list[np.ndarray | None]:
+        """Decode ``rows`` of (token, position, sequence ids, want logits), padded to the canonical shape.
+
+        Returns, per row, its float32 logits (a view valid until the next decode) or None.
+        """
+        n = len(rows)
+        size = max(MIN_ROWS, -(-n // ROW_MULTIPLE) * ROW_MULTIPLE)
         b = self.batch
-        b.n_tokens = len(tokens)
-        for i, t in enumerate(tokens):
+        b.n_tokens = size
+        for i, (t, p, seqs, want) in enumerate(rows):
             b.token[i] = t
-            b.pos[i] = start + i
+            b.pos[i] = p
+            b.n_seq_id[i] = len(seqs)
+            for j, s in enumerate(seqs):
+                b.seq_id[i][j] = s
+            b.logits[i] = want
+        for i in range(n, size):  # pad rows: a sequence of their own, removed below
+            b.token[i] = self.bos
+            b.pos[i] = i - n
             b.n_seq_id[i] = 1
-            b.seq_id[i][0] = 0
-            b.logits[i] = (start + i) in want
+            b.seq_id[i][0] = self.pad_seq
+            b.logits[i] = False
         rc = self.L.llama_decode(self.ctx, b)
+        if size > n:
+            self.L.llama_memory_seq_rm(self.memory, self.pad_seq, -1, -1)
         if rc != 0:
             self.reset()
             raise RuntimeError(f"llama_decode returned {rc}")
-        self.evaluated_tokens += len(tokens)
-        self.cached.extend(tokens)
-        for i in range(len(tokens)):
-            if (start + i) in want:
-                row = np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
-                on_row(start + i, row)
+        self.evaluated_tokens += n
+        self.decodes += 1
+        return [
+            np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,)) if want else None
+            for i, (_, _, _, want) in enumerate(rows)
+        ]
+
+    def _decode_main(self, tokens: Sequence[int], want: set[int], on_row: OnRow) -> None:
+        """Decode ``tokens`` after what sequence 0 holds, ``n_batch`` at a time."""
+        for s in range(0, len(tokens), self.n_batch):
+            start = len(self.cached)
+            chunk = tokens[s : s + self.n_batch]
+            out = self._decode([(t, start + i, (0,), (start + i) in want) for i, t in enumerate(chunk)])
+            self.cached.extend(chunk)
+            for i, row in enumerate(out):
+                if row is not None:
+                    on_row(start + i, row)
 
     def prompt(self, ids: Sequence[int], want: Sequence[int], on_row: OnRow) -> None:
-        """Decode a prompt on the aligned schedule; ``on_row(p, logits)`` after each wanted position.
+        """Decode a prompt; ``on_row(p, logits)`` after each wanted position.
 
+        The longest cached prefix that holds no wanted position is reused, token by
+        token (the padded schedule makes it what a fresh decode would compute).
         ``logits`` is a float32 view, valid until the next decode: copy what you keep.
         """
         self.check_len(len(ids))
@@ -255,36 +314,56 @@ class Engine:
         if not wanted or min(wanted) < 0 or max(wanted) >= len(ids):
             raise ValueError(f"wanted positions must lie in 0..{len(ids) - 1}")
         common = 0
-        for a, b in zip(self.cached[: self.prompt_len], ids):
+        for a, b in zip(self.cached, ids):
             if a != b:
                 break
             common += 1
-        # Reuse whole aligned chunks only, and none that holds a wanted position.
-        keep = min(common, min(wanted)) // self.n_batch * self.n_batch
+        keep = min(common, min(wanted))
         self.truncate(keep)
-        for s in range(keep, len(ids), self.n_batch):
-            self._decode_chunk(ids[s : s + self.n_batch], wanted, on_row)
-        self.prompt_len = len(ids)
-        self._prompt = tuple(ids)
+        self._decode_main(ids[keep:], wanted, on_row)
 
     def extend(self, tokens: Sequence[int], want: Sequence[int], on_row: OnRow) -> None:
-        """Decode ``tokens`` after what the cache holds, as one more chunk (or several if long)."""
+        """Decode ``tokens`` after what sequence 0 holds (generation: one token at a time)."""
         self.check_len(len(self.cached) + len(tokens), "prompt with its continuation")
-        wanted = set(want)
-        for s in range(0, len(tokens), self.n_batch):
-            self._decode_chunk(tokens[s : s + self.n_batch], wanted, on_row)
+        self._decode_main(tokens, set(want), on_row)
 
-    def extend_prompt(self, ids: Sequence[int], tokens: Sequence[int], want: Sequence[int], on_row: OnRow) -> None:
-        """Decode ``tokens`` right after the prompt ``ids``, on top of the prompt's cached entries.
+    def branches(self, ids: Sequence[int], tails: Sequence[Sequence[int]],
+                 on_row: Callable[[int, int, np.ndarray], None]) -> None:
+        """Decode each of ``tails`` right after the prompt ``ids``, side by side.
 
-        The cache is cut back to the prompt when it holds it as last decoded, and the
-        prompt is decoded (on the aligned schedule) when it does not.
+        ``on_row(i, j, logits)`` after ``tails[i][j]``: the distribution of the token that
+        follows it. The tails form a token trie: a token shared by several tails at the
+        same place is decoded once, on all their sequences. Each tail gets a sequence of
+        its own that shares the prompt's cached entries; the prompt is decoded first
+        when sequence 0 does not hold it, and the branches are removed afterwards.
         """
-        n = len(ids)
-        if self._prompt != tuple(ids) or len(self.cached) < n:
-            self.prompt(ids, [n - 1], lambda p, r: None)
-        self.truncate(n)
-        self.extend(tokens, want, on_row)
+        P = len(ids)
+        if len(self.cached) < P or self.cached[:P] != list(ids):
+            self.prompt(ids, [P - 1], lambda p, r: None)
+        todo = [i for i, t in enumerate(tails) if t]
+        for g in range(0, len(todo), MAX_BRANCHES):
+            group = todo[g : g + MAX_BRANCHES]
+            # trie nodes: (depth, prefix) -> the tails through it, in canonical order
+            nodes: dict[tuple[int, ...], list[int]] = {}
+            for i in group:
+                for j in range(len(tails[i])):
+                    nodes.setdefault(tuple(tails[i][: j + 1]), []).append(i)
+            order = sorted(nodes, key=lambda pre: (len(pre), pre))
+            self.check_len(P + len(order), "prompt with its forms' tokens side by side")
+            seq_of = {i: 1 + k for k, i in enumerate(group)}
+            for i in group:
+                self.L.llama_memory_seq_cp(self.memory, 0, seq_of[i], 0, P)
+            try:
+                for s in range(0, len(order), self.n_batch):
+                    chunk = order[s : s + self.n_batch]
+                    out = self._decode([(pre[-1], P + len(pre) - 1, [seq_of[i] for i in nodes[pre]], True)
+                                        for pre in chunk])
+                    for pre, row in zip(chunk, out):
+                        for i in nodes[pre]:
+                            on_row(i, len(pre) - 1, row)
+            finally:
+                for i in group:
+                    self.L.llama_memory_seq_rm(self.memory, seq_of[i], -1, -1)
 
     def last_row(self, ids: Sequence[int]) -> np.ndarray:
         """The logits after the whole prompt ``ids`` (float32, read-only; kept for the next call)."""
@@ -297,6 +376,30 @@ class Engine:
         row.setflags(write=False)
         self._memo = (key, row)
         return row
+
+    def schedule_holds(self) -> bool:
+        """Check the padded schedule on a probe text: decoded whole, in uneven pieces, and as branches.
+
+        True when every way gives the same logits, bit for bit. Leaves the cache empty.
+        """
+        ids = self.tokenize("The quick brown fox jumps over the lazy dog, and the cat watches it from the "
+                            "window of the old house by the river.", True)
+        whole: list[np.ndarray] = []
+        self.reset()
+        self._decode_main(ids, set(range(len(ids))), lambda p, r: whole.append(r.copy()))
+        pieces: list[np.ndarray] = []
+        self.reset()
+        for a, b in ((0, 3), (3, 17), (17, len(ids))):
+            self._decode_main(ids[a:b], set(range(a, b)), lambda p, r: pieces.append(r.copy()))
+        branched: list[np.ndarray] = []
+        self.reset()
+        cut = len(ids) - 3
+        self.prompt(ids[:cut], [cut - 1], lambda p, r: None)
+        self.branches(ids[:cut], [ids[cut:cut + 1], ids[cut:], ids[cut:cut + 2]],
+                      lambda i, j, r: branched.append(r.copy()) if i == 1 else None)
+        self.reset()
+        return all(np.array_equal(a, b) for a, b in zip(whole, pieces)) and all(
+            np.array_equal(a, b) for a, b in zip(whole[cut:], branched))
 
 
 _ENGINES: dict[EngineKey, Engine] = {}
