@@ -158,3 +158,10 @@ def echo_body(prompts: list[str]) -> dict:
         choices.append({"index": i, "text": p, "finish_reason": "length", "logprobs": {
             "tokens": toks, "token_logprobs": lps, "top_logprobs": [None] * len(toks), "text_offset": offsets}})
     return {"id": "cmpl-echo", "object": "text_completion", "model": "m", "choices": choices}
+
+
+def unpadded(n_tokens: int, n_batch: int) -> bool:
+    """True when llama-cpp-python's own decode of ``n_tokens`` (in ``n_batch`` pieces) needs no pad rows:
+    every piece is then a batch of the engine's canonical shape, and the numbers must agree bit for bit."""
+    last = n_tokens % n_batch
+    return last == 0 or (last % 4 == 0 and last >= 8)

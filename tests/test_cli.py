@@ -59,7 +59,7 @@ def test_eval_writes_the_report_folder(tmp_path) -> None:
 
     info = json.loads((out / "evaluation.json").read_text())
     assert info["verbalizer"] == {"negative": [" negative"], "positive": [" positive"]}
-    assert info["model settings"]["n_batch"] == 64 and info["calibkit version"]
+    assert info["model settings"]["n_batch"] == 32 and info["calibkit version"]
     assert info["sample"] == "the first 60 of 300 rows"
 
 

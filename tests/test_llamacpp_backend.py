@@ -19,7 +19,7 @@ from calibkit.api import InvalidRequestError
 from calibkit.backends import Continuation
 from calibkit.backends.llamacpp.gguf import assemble_gguf, default_model_path
 
-from helpers import sst2
+from helpers import sst2, unpadded
 
 TPL = "Review: {text}\nSentiment:"
 VERB = {0: " negative", 1: " positive"}
@@ -38,24 +38,17 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - (x.max() + math.log(np.exp(x - x.max()).sum()))
 
 
-def _unpadded(n_tokens: int, n_batch: int) -> bool:
-    """True when llama-cpp-python's own decode of ``n_tokens`` (in ``n_batch`` pieces) needs no pad rows:
-    every piece is then a batch of the engine's canonical shape, and the numbers must agree bit for bit."""
-    last = n_tokens % n_batch
-    return last == 0 or (last % 4 == 0 and last >= 8)
-
-
 def _fitted(model, prompt: str, extra: int = 0) -> str:
     """``prompt`` with a lead-in of a few words, so that it (and ``extra`` tokens after it) needs no pad rows."""
     for lead in ["", "Note. ", "Note: see. ", "Note: see below. ", "So. ", "So, then. ", "Well, so. ", "A note: "]:
-        if _unpadded(len(model.token_ids(lead + prompt, add_bos=True)) + extra, model.n_batch):
+        if unpadded(len(model.token_ids(lead + prompt, add_bos=True)) + extra, model.n_batch):
             return lead + prompt
     raise AssertionError(f"no lead-in fits {prompt!r}")
 
 
 def test_exact_scores_equal_llama_cpp_last_position_log_softmax(local_model, reference_llama) -> None:
     X = [x for x in sst2("dev", 40)[0]
-         if _unpadded(len(local_model.token_ids(TPL.format(text=x), add_bos=True)), local_model.n_batch)][:8]
+         if unpadded(len(local_model.token_ids(TPL.format(text=x), add_bos=True)), local_model.n_batch)][:8]
     assert len(X) >= 4
     s = ck.score(X, TPL, VERB, local_model, method="exact")
     ids = [local_model.token_ids(f)[0] for f in VERB.values()]

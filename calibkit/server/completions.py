@@ -9,7 +9,7 @@ applies) with the sampled token as a (k+1)-th entry when it is not among the top
 >>> r = gen.complete(CompletionRequest(model=gen.name, prompt="The capital of France is",
 ...                                    max_tokens=1, logprobs=5, temperature=0))   # doctest: +SKIP
 >>> r.choices[0].logprobs.top_logprobs[0]                                       # doctest: +SKIP
-{' the': -1.67..., ' a': -2.27..., ' Paris': -2.35..., ...}
+{' the': -1.54..., ' a': -2.06..., ' Paris': -2.52..., ...}
 """
 
 from __future__ import annotations

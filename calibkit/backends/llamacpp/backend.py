@@ -7,9 +7,9 @@ prompt prefix kept and reused instead of recomputed.
 >>> import calibkit as ck
 >>> model = ck.LocalModel(cache=False)                  # google/gemma-3-270m, offline
 >>> model.top_tokens("The capital of France is", k=3)   # doctest: +SKIP
-[(' the', -1.67...), (' a', -2.27...), (' Paris', -2.35...)]
+[(' the', -1.54...), (' a', -2.06...), (' Paris', -2.52...)]
 >>> model.continuation_logprobs([("The capital of France is", " Paris")])  # doctest: +SKIP
-[Continuation(tokens=(' Paris',), logprobs=(-2.35...,))]
+[Continuation(tokens=(' Paris',), logprobs=(-2.52...,))]
 """
 
 from __future__ import annotations
