@@ -31,8 +31,15 @@ demo: install
 test: install $(REFS)
 	$(PY) -m pytest
 
+# The bench extra: lm-evaluation-harness, transformers and gguf for benchmarks/bench_lmeval.py.
+BENCH_EXTRA := $(VENV)/.bench-extra
+
+$(BENCH_EXTRA): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_EXTRA)
+
 # Every benchmark, side by side on this machine; writes benchmarks/RESULTS.md.
-bench: install $(REFS)
+bench: install $(REFS) $(BENCH_EXTRA)
 	$(PY) benchmarks/run_all.py
 
 # Faults, kill-and-resume and load against a real calibkit serve; writes benchmarks/RELIABILITY.md.

@@ -19,11 +19,24 @@ one prompt to the next) and by the same model with its cache cleared before ever
 prompt (recomputing it all); the scores must be identical, the ratio is the speed-up
 (goal >= 3x).
 
-All with llama.cpp's settings as calibkit sets them: n_batch = n_ubatch = 64, flash
-attention on, n_threads = the machine's cores (the bare and create_completion loops
-use llama-cpp-python's defaults for the rest).
+Then AG News (the first ``--n-agnews`` rows of ../shared/data/agnews/test.csv, the
+template "Title: {title}\nNews: {description}\nCategory:") with 5 forms of 1-3 tokens
+for its 4 classes (" World", " Sports", " Business", and " Technology" or " Science
+and technology" for Sci/Tech), each example on an emptied key/value cache, two ways:
+calibkit's exact scoring of all 5 forms (``ck.score(..., method="exact")``) against the
+prompt-only prefill (``LocalModel.top_k([prompt], 1)``: the prompt decoded, nothing
+after it). Only the call for one example is timed; the ratio is what scoring the
+forms exactly adds to reading the prompt (goal <= 1.15x).
 
-    python benchmarks/bench_scoring.py [--n 300] [--round 50] [--shots 8] [--n-shot 60]
+calibkit's side runs with llama.cpp's settings as calibkit sets them: n_batch =
+n_ubatch = 32, every decode padded to that canonical batch shape (so that a cached
+prefix or forms decoded side by side give the numbers of a fresh decode), flash
+attention on, n_threads = the machine's cores. The bare and create_completion loops
+use llama-cpp-python's defaults (n_batch = n_ubatch = 512, no padding, flash attention
+off) with the same n_threads. Each figure ends in a ROW line (benchmarks/rows.py) for
+run_all.py's table.
+
+    python benchmarks/bench_scoring.py [--n 60] [--round 20] [--shots 8] [--n-shot 30] [--n-agnews 30]
 """
 
 from __future__ import annotations
@@ -37,10 +50,18 @@ from pathlib import Path
 import numpy as np
 
 import calibkit as ck
+from calibkit.datasets import read_agnews
+from rows import row
 
 TEMPLATE = "Review: {text}\nSentiment:"
 FORMS = {0: " negative", 1: " positive"}
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "dev.txt"
+AGNEWS_DATA = DEFAULT_DATA.parents[1] / "agnews" / "test.csv"
+AGNEWS_ROUND = 10  # examples per turn: short turns, as the load on a shared machine changes within seconds
+AGNEWS_TEMPLATE = "Title: {title}\nNews: {description}\nCategory:"
+# 5 forms of 1-3 gemma-3 tokens for the 4 classes: " Science and technology" is 3.
+AGNEWS_FORMS = {"World": " World", "Sports": " Sports", "Business": " Business",
+                "Sci/Tech": [" Technology", " Science and technology"]}
 
 
 def load(path: Path, n: int) -> tuple[list[str], np.ndarray]:
@@ -123,13 +144,51 @@ def fewshot(texts: list[str], train: Path, shots: int) -> tuple[float, float, bo
     return len(texts) / t_reuse, len(texts) / t_recompute, bool(np.array_equal(a, b))
 
 
+def agnews(path: Path, n: int, per_round: int) -> tuple[float, float, float]:
+    """Seconds of exact scoring of the 5 forms, seconds of the prompt-only prefill (both summed
+    over the first ``n`` examples, each on an emptied cache), and the exact scores' accuracy."""
+    ds = read_agnews(path).head(n)
+    tpl = ck.PromptTemplate(AGNEWS_TEMPLATE)
+    examples = ds.frame[ds.fields].to_dict("records")
+    prompts = [tpl.format(ex) for ex in examples]
+    model = ck.LocalModel(cache=False)
+    verb = ck.Verbalizer(AGNEWS_FORMS)
+    for f in verb.all_forms:
+        assert 1 <= len(model.tokenize(f)) <= 3, (f, model.tokenize(f))
+
+    def exact(i: int) -> np.ndarray:
+        return ck.score([examples[i]], tpl, verb, model, method="exact", progress=False, check=False).logprobs[0]
+
+    def prefill(i: int) -> object:
+        return model.top_k([prompts[i]], 1)
+
+    exact(0), prefill(0)  # warm
+    seconds = {"exact": 0.0, "prefill": 0.0}
+    rows: list[np.ndarray] = []
+    # The two take turns, a round of examples each, as above.
+    for s in range(0, len(prompts), per_round):
+        for name, run in (("exact", exact), ("prefill", prefill)):
+            for i in range(s, min(s + per_round, len(prompts))):
+                model.engine.reset()  # each example decodes afresh: no prefix of the previous one is kept
+                t = time.perf_counter()
+                out = run(i)
+                seconds[name] += time.perf_counter() - t
+                if name == "exact":
+                    rows.append(out)  # type: ignore[arg-type]
+    pred = np.argmax(np.stack(rows), axis=1)
+    acc = float((np.array(verb.classes, dtype=object)[pred] == ds.y).mean())
+    return seconds["exact"], seconds["prefill"], acc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=300, help="examples to score (default 300)")
-    ap.add_argument("--round", type=int, default=50, help="examples per round (default 50)")
+    ap.add_argument("--n", type=int, default=60, help="examples to score (default 60)")
+    ap.add_argument("--round", type=int, default=20, help="examples per round (default 20)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SST-2 'label sentence' file")
     ap.add_argument("--shots", type=int, default=8, help="demonstrations for the prefix-reuse part (0 skips it)")
-    ap.add_argument("--n-shot", type=int, default=60, help="examples scored in the prefix-reuse part")
+    ap.add_argument("--n-shot", type=int, default=30, help="examples scored in the prefix-reuse part (default 30)")
+    ap.add_argument("--n-agnews", type=int, default=30, help="AG News examples, exact vs prefill (default 30; 0 skips it)")
+    ap.add_argument("--agnews-data", type=Path, default=AGNEWS_DATA, help="AG News test.csv")
     args = ap.parse_args()
     texts, y = load(args.data, args.n)
     path = ck.LocalModel(cache=False).model_path
@@ -153,14 +212,37 @@ def main() -> None:
         acc = float((np.concatenate(preds[name]) == y).mean())
         rate[name] = len(texts) / seconds[name]
         print(f"{name:32s} accuracy {acc:.3f}   {rate[name]:7.2f} examples/s")
-    ours = rate["calibkit"]
-    print(f"\ncalibkit / bare loop:          {ours / rate['bare llama.cpp loop']:.2f}x   (goal >= 1.0x)")
-    print(f"calibkit / create_completion:  {ours / rate['create_completion(logprobs=20)']:.2f}x   (goal >= 5x)")
+    ours, bare, cc = rate["calibkit"], rate["bare llama.cpp loop"], rate["create_completion(logprobs=20)"]
+    print(f"\ncalibkit / bare loop:          {ours / bare:.2f}x   (goal >= 1.0x)")
+    print(f"calibkit / create_completion:  {ours / cc:.2f}x   (goal >= 5x)")
+    rows = [
+        row(f"zero-shot SST-2 (n = {len(texts)}), calibkit exact vs a bare llama.cpp loop",
+            f"{ours / bare:.2f}x ({ours:.1f} vs {bare:.1f} examples/s)", ">= 1.0x", ours / bare >= 1.0),
+        row(f"zero-shot SST-2 (n = {len(texts)}), calibkit exact vs create_completion(logprobs=20)",
+            f"{ours / cc:.2f}x ({ours:.1f} vs {cc:.1f} examples/s)", ">= 5x", ours / cc >= 5.0),
+    ]
     if args.shots:
         fast, slow, same = fewshot(texts[: args.n_shot], args.data.parent / "train.txt", args.shots)
         print(f"\n{args.shots}-shot, prefix reuse:        {fast:7.2f} examples/s")
         print(f"{args.shots}-shot, recomputing:         {slow:7.2f} examples/s   scores identical: {same}")
         print(f"prefix reuse / recomputing:    {fast / slow:.2f}x   (goal >= 3x)")
+        rows.append(row(f"{args.shots}-shot SST-2 (n = {args.n_shot}), prefix reuse vs recomputing",
+                        f"{fast / slow:.2f}x ({fast:.1f} vs {slow:.1f} examples/s)"
+                        + ("; scores identical" if same else "; scores DIFFER"),
+                        ">= 3x and scores identical", fast / slow >= 3.0 and same))
+    if args.n_agnews:
+        t_exact, t_prefill, acc = agnews(args.agnews_data, args.n_agnews, AGNEWS_ROUND)
+        ratio = t_exact / t_prefill
+        n = args.n_agnews
+        print(f"\nAG News (n = {n}), 5 forms exact:  {n / t_exact:7.2f} examples/s   accuracy {acc:.3f}")
+        print(f"AG News (n = {n}), prompt prefill:  {n / t_prefill:7.2f} examples/s")
+        print(f"exact / prefill time:          {ratio:.2f}x   (goal <= 1.15x)")
+        rows.append(row(f"AG News (n = {n}), 5 forms of 1-3 tokens exact vs the prompt-only prefill",
+                        f"{ratio:.2f}x the time ({n / t_exact:.1f} vs {n / t_prefill:.1f} examples/s; "
+                        f"accuracy {acc:.3f})", "<= 1.15x", ratio <= 1.15))
+    print()
+    for line in rows:
+        print(line)
 
 
 if __name__ == "__main__":
