@@ -1,7 +1,7 @@
 """Snapshot the embedded model's SST-2 scores, to show that a change moved no number.
 
 Scores ../shared/data/sst2/dev.txt with the embedded model (llama.cpp settings as
-calibkit sets them: n_batch = n_ubatch = 64, flash attention on, all cores): every
+calibkit sets them: n_batch = 32, every decode padded, flash attention on, all cores): every
 review exactly, the first 300 with top-k (k = 20) and with auto, 100 with two-token
 forms and 100 behind 8 demonstrations; saves each LabelScores' arrays to an .npz.
 With ``--compare``, says for each array whether it equals the other snapshot's bit for

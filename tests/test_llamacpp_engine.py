@@ -15,7 +15,7 @@ FORMS = [" World news", " Sports", " Science and technology"]
 
 
 def test_prefix_reuse_never_changes_a_score(local_model) -> None:
-    """Few-shot prompts share a long prefix: its aligned chunks are reused, bit for bit."""
+    """Few-shot prompts share a long prefix: its cached tokens are reused, bit for bit."""
     X, y = sst2("dev", 6)
     demos = list(zip(*sst2("train", 6)))
     tpl = ck.PromptTemplate(TPL, instructions="Classify the sentiment of each movie review.",
