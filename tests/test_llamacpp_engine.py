@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import calibkit as ck
 
@@ -129,3 +130,21 @@ def test_forms_are_decoded_side_by_side_in_one_batch_and_score_as_alone(local_mo
     reordered = local_model.continuation_logprobs(pairs[::-1])[::-1]
     after_others = (local_model.continuation_logprobs([(TPL.format(text="fine"), " positive")] + pairs))[1:]
     assert reordered == together and after_others == together
+
+
+def test_a_build_that_breaks_the_schedule_is_named_in_a_warning(local_model, monkeypatch, caplog) -> None:
+    import logging
+
+    from calibkit.backends.llamacpp.engine import Engine, EngineKey
+
+    monkeypatch.setattr(Engine, "schedule_holds", lambda self: False)
+    with caplog.at_level(logging.WARNING, logger="calibkit.llama_cpp"):
+        eng = Engine(EngineKey(local_model.model_path, n_ctx=64, n_threads=1, n_batch=8))
+    assert not eng.schedule_ok
+    assert "depending on how its text is batched" in caplog.text
+
+
+@pytest.mark.parametrize("n_batch", [4, 30, 64, 512])
+def test_n_batch_outside_the_padded_schedule_names_the_argument_and_the_fix(n_batch) -> None:
+    with pytest.raises(ValueError, match=r"n_batch must be a multiple of 4 from 8 to 60 .*default of 32"):
+        ck.LocalModel(n_batch=n_batch, cache=False)
