@@ -38,7 +38,7 @@ class PositionMemo:
     what else shapes the answer (the top-k size asked; None for no top-k).
     """
 
-    def __init__(self, max_entries: int = 200_000):
+    def __init__(self, max_entries: int = 50_000):
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1 (got {max_entries!r})")
         self.max_entries = max_entries
