@@ -150,3 +150,56 @@ def test_a_backend_that_loses_answers_is_an_error() -> None:
 
     with pytest.raises(RuntimeError, match="answered 1 of 2 questions"):
         Lossy().top_k(["a", "b"], 2)
+
+
+class Streaming(Letters):
+    """Letters that hands back each answer as it comes (as the HTTP client does), then fails
+    with an API error after ``fail_after`` answers, the answers so far in the error too."""
+
+    streams_answers = True
+    batch_size = 4
+    window_batches = 8
+
+    def __init__(self, cache=False, fail_after: int | None = None):
+        super().__init__(cache=cache, fail_after=fail_after)
+        self.windows: list[int] = []
+        self.cached_before_end: list[int] = []
+
+    def _answer_continuations(self, pairs, keep=None):
+        assert keep is not None
+        self.windows.append(len(pairs))
+        out = []
+        for i, (p, c) in enumerate(pairs):
+            if self.fail_after is not None and self.answered >= self.fail_after:
+                rest = [ck.backends.base.MISSING] * (len(pairs) - i)
+                raise ck.backends.base.IncompleteAnswers(out + rest, ck.APIError("the server is gone"), failed=[i])
+            self.answered += 1
+            out.append(Continuation((c,), (self._dist(p)[c],)))
+            keep({i: out[-1]})
+            if self.cache is not None and i == 9:
+                self.cached_before_end.append(len(self.cache))
+        return out
+
+
+def test_a_backend_that_streams_gets_windows_and_each_answer_is_cached_as_it_comes(tmp_path) -> None:
+    path = tmp_path / "c.sqlite"
+    model = Streaming(cache=path)
+    seen: list[int] = []
+    pairs = [(TPL.format(text=c), f) for c in LETTERS for f in (" no", " yes")]
+    got = model.continuation_logprobs(pairs, progress=seen.append)
+    assert model.windows == [32, 18]  # 50 questions, in windows of 8 batches of 4
+    assert model.cached_before_end == [10, 10 + 32]  # each answer cached as it came, before the window ended
+    assert model.requests_made == 50 and sum(seen) == 50  # each counted once, though also returned at the end
+    assert got == Letters().continuation_logprobs(pairs)
+
+
+def test_a_streaming_backend_that_fails_keeps_what_it_handed_back_and_says_so(tmp_path) -> None:
+    path = tmp_path / "c.sqlite"
+    model = Streaming(cache=path, fail_after=40)
+    with pytest.raises(ck.APIError, match=r"the server is gone \[failed: \('Letter: u', ' no'\); "
+                                          r"40 of 50 questions were answered and are cached"):
+        model.continuation_logprobs([(TPL.format(text=c), f) for c in LETTERS for f in (" no", " yes")])
+    assert model.requests_made == 40
+    resumed = Letters(cache=path)
+    ck.score(LETTERS, TPL, VERB, resumed, method="exact", check=False)
+    assert resumed.cache_hits == 40 and resumed.requests_made == 10

@@ -21,7 +21,12 @@ A backend is a class with an :attr:`~Backend.identity` and the two methods that
 answer these, ``_answer_top_k`` and ``_answer_continuations``. Everything else is
 here: the answers already in the cache are looked up, the rest are asked in
 batches of :attr:`~Backend.batch_size`, and each batch is written to the cache as it
-finishes, so an interrupted run resumes where it stopped. The cache key is the
+finishes, so an interrupted run resumes where it stopped. A backend that
+:attr:`~Backend.streams_answers` (the HTTP client) is handed windows of
+:attr:`~Backend.window_batches` batches instead and hands back the answers as they
+come, in small groups, each written to the cache then: no batch waits for the
+slowest answer of the one before, and a killed run still loses at most the answers
+in progress. The cache key is the
 backend's identity (model, endpoint, the settings that change numbers) and the
 question, never an API key.
 
@@ -139,6 +144,15 @@ class Backend(ABC):
     exact_is_cheap: bool = False
     #: Questions handed to the subclass at once; each batch is cached as it finishes.
     batch_size: int = 16
+    #: True where ``_answer_top_k`` and ``_answer_continuations`` take ``keep=``, a callback
+    #: that they call with answers as they come (``{position in the list: answer}``, each
+    #: position once), which writes those to the cache at once; they may still return
+    #: (or put in :class:`IncompleteAnswers`) every answer, those already kept included.
+    #: Such a backend bounds what it has asked and not yet kept (the HTTP client: at most
+    #: ``batch_size`` questions) and is handed ``window_batches`` batches at a time.
+    streams_answers: bool = False
+    #: Batches in one window handed to a backend that streams its answers.
+    window_batches: int = 128
 
     def __init__(self, cache: ResponseCache | str | bool | None = None):
         self._cache_arg = cache
@@ -182,7 +196,8 @@ class Backend(ABC):
             "top_k",
             prompts,
             lambda p: {"prompt": p, "k": k},
-            lambda batch: self._answer_top_k(batch, k),
+            lambda batch, keep: (self._answer_top_k(batch, k) if keep is None
+                                 else self._answer_top_k(batch, k, keep=keep)),  # type: ignore[call-arg]
             encode=lambda a: [[t, v] for t, v in a.items()],
             decode=lambda v: {t: lp for t, lp in v},
             progress=progress,
@@ -211,7 +226,8 @@ class Backend(ABC):
             "continuation",
             pairs,
             lambda pc: {"prompt": pc[0], "continuation": pc[1]},
-            self._answer_continuations,
+            lambda batch, keep: (self._answer_continuations(batch) if keep is None
+                                 else self._answer_continuations(batch, keep=keep)),  # type: ignore[call-arg]
             encode=lambda a: None if a is None else a.to_json(),
             decode=lambda v: None if v is None else Continuation.from_json(v),
             progress=progress,
@@ -230,7 +246,7 @@ class Backend(ABC):
         question: str,
         items: list[Q],
         key_of: Callable[[Q], dict[str, Any]],
-        answer: Callable[[list[Q]], list[A]],
+        answer: Callable[[list[Q], Callable[[dict[int, A]], None] | None], list[A]],
         *,
         encode: Callable[[A], Any],
         decode: Callable[[Any], A],
@@ -252,23 +268,29 @@ class Backend(ABC):
         todo = [q for q in unique if q not in out]
 
         def keep(answered: dict[Q, A]) -> None:
+            answered = {q: a for q, a in answered.items() if q not in out}  # streamed ones come once
             out.update(answered)
             self.requests_made += len(answered)
             if self.cache is not None and answered:
                 self.cache.put_many({keys[q]: encode(a) for q, a in answered.items()})
-            if progress is not None:
+            if progress is not None and answered:
                 progress(len(answered))
 
-        for s in range(0, len(todo), self.batch_size):
-            batch = todo[s : s + self.batch_size]
+        size = self.batch_size * (self.window_batches if self.streams_answers else 1)
+        for s in range(0, len(todo), size):
+            batch = todo[s : s + size]
+            keep_partial = None
+            if self.streams_answers:
+                def keep_partial(answered: dict[int, A], batch: list[Q] = batch) -> None:
+                    keep({batch[i]: a for i, a in answered.items()})
             try:
-                answers = list(answer(batch))
+                answers = list(answer(batch, keep_partial))
             except IncompleteAnswers as e:
                 keep({q: a for q, a in zip(batch, e.answers) if a is not MISSING})
                 failed = [batch[i] for i in e.failed] or [q for q in batch if q not in out]
                 raise self._resumable(e.cause, failed, len(out), len(unique))
             except APIError as e:
-                raise self._resumable(e, batch, len(out), len(unique))
+                raise self._resumable(e, [q for q in batch if q not in out], len(out), len(unique))
             if len(answers) != len(batch):  # a backend that loses answers is a bug, not a silent gap
                 raise RuntimeError(f"{type(self).__name__} answered {len(answers)} of {len(batch)} questions")
             keep(dict(zip(batch, answers)))

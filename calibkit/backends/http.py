@@ -7,10 +7,14 @@ prompt + continuation (``echo=True, logprobs=0``) and reading the continuation's
 Layers, bottom up: one call with retries (``_request``), a pack of prompts in one
 request with its choices routed back by index (``_send_pack``), many packs with a
 bounded number in flight spread over replicas (``_run_packs``), and
-:meth:`Client.complete`, the wire-level method. One ``httpx.AsyncClient`` (one
-connection pool) serves the client's whole life on an event loop of its own, on one
+:meth:`Client.complete`, the wire-level method. The connections to the base URLs,
+kept alive, serve the client's whole life on an event loop of its own, on one
 background thread, so that the synchronous API also works inside Jupyter's running
-loop; :meth:`Client.close` or ``with`` ends both.
+loop; :meth:`Client.close` or ``with`` ends both. They are calibkit's own HTTP/1.1
+connections (a fifth of httpx's CPU per request, measured: see "the wire" below), or
+httpx's, small connection pools for each base URL, where a proxy is set in the
+environment, a base URL holds a user:password, a query or a fragment, or
+``transport=`` is given.
 
 How many requests are in flight is up to the client's :class:`AdaptiveLimiter`: it
 starts at ``max_in_flight``, is halved when the server shows it is overloaded (a
@@ -64,10 +68,12 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import threading
 import time
+import urllib.request
 import weakref
 from typing import Any, AsyncIterator, Callable, Coroutine, Sequence, TypeVar
 
@@ -216,6 +222,16 @@ class _Split(Exception):
     """A request of several prompts timed out: send its prompts as two smaller requests."""
 
 
+# The fields of a CompletionRequest that requests packed together share: all but the prompt.
+_PACKED_ALIKE = tuple(f.name for f in dataclasses.fields(CompletionRequest) if f.name != "prompt")
+
+
+def _set_kept(kept: list[asyncio.Future[None]]) -> None:
+    for f in kept:
+        if not f.done():
+            f.set_result(None)
+
+
 def _backoff(retries: int) -> float:
     return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
@@ -351,23 +367,282 @@ class Slot:
         return self._limiter._overloaded(self._epoch)
 
 
+# -- the wire ---------------------------------------------------------------------------------
+# Why calibkit speaks HTTP/1.1 itself here, not through httpx (the project's HTTP library,
+# which still makes the responses, decodes their bodies, gives the errors and the TLS context,
+# and carries every request where this does not serve, see _Http11.serves): measured with
+# benchmarks/bench_http.py (4 base URLs, answers after 50 ms, one prompt per request; 2 shared
+# cores, the variants back to back, two runs each), client CPU per prompt and throughput at
+# 64 in flight:
+#   httpx, one AsyncClient (one pool of 64 connections; the client before this one):
+#                                                         4.2 ms/prompt, 0.16 of the ideal (one run)
+#   httpx, several small AsyncClients of 8 connections (of 4: the same), each request to the
+#     one with the fewest in flight (_HttpxPools):       0.64-0.72 ms/prompt, 0.46-0.60 of ideal
+#   these connections (_Http11):                          0.13-0.14 ms/prompt, 0.75-0.83 of ideal
+#   (no client at all, a bare asyncio loop: 0.04 ms/prompt, 0.94-0.96 of ideal)
+# Small pools end the cost of httpcore's pool, a scan of all its connections on every request
+# (quadratic in its size); what remains is httpx's own cost per request (at 8 in flight, a pool
+# of 8 for each base URL: 0.84-0.89 ms/prompt against 0.22 here), which on the client's one loop thread cut
+# the throughput at 64 in flight by a quarter to a half against these connections. So the
+# requests go over calibkit's own keep-alive HTTP/1.1 connections where nothing calls for httpx
+# (no transport= of the caller's, no proxy in the environment, plain http(s) base URLs); their
+# errors are httpx's, so that retries and messages are the same either way.
+
+_KEEPALIVE_S = 5.0  # as httpx: an idle connection older than this is closed, not reused
+_DEFAULT_HEADERS = [("accept", b"Accept: */*"), ("connection", b"Connection: keep-alive"),
+                    ("user-agent", b"User-Agent: calibkit")]
+_DEFAULT_NAMES = {name for name, _ in _DEFAULT_HEADERS}
+_DEFAULT_LINES = [line for _, line in _DEFAULT_HEADERS]
+
+
+class _Conn(asyncio.Protocol):
+    """One HTTP/1.1 connection: one request at a time, its answer read by :meth:`data_received`."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._buf = bytearray()
+        self._waiter: asyncio.Future[httpx.Response] | None = None
+        self._head: tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def eof_received(self) -> None:
+        self.closed = True  # not to be picked for a request before connection_lost comes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        w = self._waiter
+        if w is not None and not w.done():
+            if self._head is not None and self._head[2] is None and not self._head[3]:
+                self._finish(bytes(self._buf))  # a body that runs to the end of the connection
+            elif self._buf or self._head is not None:
+                w.set_exception(httpx.RemoteProtocolError(
+                    "peer closed connection without sending complete message body"))
+            elif exc is not None:
+                w.set_exception(httpx.ReadError(str(exc) or type(exc).__name__))
+            else:
+                w.set_exception(httpx.RemoteProtocolError("Server disconnected without sending a response."))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, data: bytes) -> asyncio.Future[httpx.Response]:
+        assert self.transport is not None
+        self._buf.clear()
+        self._head = None
+        self._waiter = asyncio.get_running_loop().create_future()
+        if self.closed or self.transport.is_closing():  # a write would be dropped: no answer would come
+            self._waiter.set_exception(httpx.RemoteProtocolError("Server disconnected without sending a response."))
+        else:
+            self.transport.write(data)
+        return self._waiter
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if self._waiter is None or self._waiter.done():
+            return
+        try:
+            self._parse()
+        except (ValueError, IndexError) as e:
+            self._waiter.set_exception(httpx.RemoteProtocolError(f"malformed HTTP answer: {e}"))
+            self.close()
+
+    def _parse(self) -> None:
+        buf = self._buf
+        while self._head is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(buf[:end]).split(b"\r\n")
+            del buf[: end + 4]
+            status = int(lines[0].split(b" ", 2)[1])
+            headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(b":") for line in lines[1:])]
+            if 100 <= status < 200:  # an interim answer: the real one follows
+                continue
+            length: int | None = None
+            chunked = False
+            keep = not lines[0].startswith(b"HTTP/1.0")
+            for k, v in headers:
+                name = k.lower()
+                if name == b"content-length":
+                    length = int(v)
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in v.lower()
+                elif name == b"connection":
+                    keep = v.lower() != b"close" if keep else v.lower() == b"keep-alive"
+            self._head = (status, headers, 0 if status in (204, 304) else length, chunked, keep)
+        _, _, length, chunked, _ = self._head
+        if chunked:
+            body = self._dechunk()
+            if body is not None:
+                self._finish(body)
+        elif length is not None and len(buf) >= length:
+            self._finish(bytes(buf[:length]))
+
+    def _dechunk(self) -> bytes | None:
+        """The body of a chunked answer, once it is all here; None before."""
+        buf, at, parts = self._buf, 0, []
+        while True:
+            eol = buf.find(b"\r\n", at)
+            if eol < 0:
+                return None
+            size = int(bytes(buf[at:eol]).split(b";")[0], 16)
+            if size == 0:
+                return b"".join(parts) if buf.find(b"\r\n\r\n", eol) >= 0 else None  # trailers end with an empty line
+            if len(buf) < eol + 2 + size + 2:
+                return None
+            parts.append(bytes(buf[eol + 2 : eol + 2 + size]))
+            at = eol + 2 + size + 2
+
+    def _finish(self, body: bytes) -> None:
+        assert self._head is not None and self._waiter is not None
+        status, headers, _, _, keep = self._head
+        if not keep:
+            self.close()
+        try:  # httpx.Response decodes a content-encoding (gzip, deflate, br) as httpx's client does
+            self._waiter.set_result(httpx.Response(status, headers=headers, content=body))
+        except httpx.DecodingError as e:
+            self._waiter.set_exception(e)
+            self.close()
+
+
+class _Http11:
+    """calibkit's own keep-alive HTTP/1.1 connections to its base URLs, as many as are in flight."""
+
+    def __init__(self, base_urls: Sequence[str], timeout: float) -> None:
+        self.timeout = timeout
+        self.connect_timeout = min(10.0, timeout)
+        self._ssl: Any = None
+        self._where: dict[str, tuple[str, int, bool, bytes, bytes]] = {}
+        for base in base_urls:
+            u = httpx.URL(base)
+            https = u.scheme == "https"
+            if https and self._ssl is None:
+                self._ssl = httpx.create_ssl_context()  # httpx's own: the same certificates as it trusts
+            self._where[base] = (u.host, u.port or (443 if https else 80), https, u.netloc, u.raw_path.rstrip(b"/"))
+        self._idle: dict[str, list[_Conn]] = {b: [] for b in base_urls}
+        self._open: set[_Conn] = set()
+
+    @staticmethod
+    def serves(base_urls: Sequence[str]) -> bool:
+        """Whether these base URLs need nothing of httpx's that this does not do: no proxy set in the
+        environment (httpx reads it), http(s) without user:password, query or fragment."""
+        proxies = {k for k in urllib.request.getproxies() if k in ("http", "https", "all")}
+        return not proxies and all(
+            (u := httpx.URL(b)).scheme in ("http", "https") and not u.userinfo and not u.query and not u.fragment
+            for b in base_urls
+        )
+
+    async def _connect(self, base: str) -> _Conn:
+        host, port, https, _, _ = self._where[base]
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(_Conn, host, port, ssl=self._ssl if https else None,
+                                       server_hostname=host if https else None),
+                self.connect_timeout,
+            )
+        except asyncio.TimeoutError as e:
+            raise httpx.ConnectTimeout(f"no connection to {host}:{port} within {self.connect_timeout:g} s") from e
+        except OSError as e:
+            raise httpx.ConnectError(str(e) or type(e).__name__) from e
+        self._open.add(conn)
+        return conn
+
+    async def request(self, method: str, base: str, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+        _, _, _, netloc, prefix = self._where[base]
+        idle, now = self._idle[base], time.monotonic()
+        conn = None
+        while idle:
+            c = idle.pop()
+            if not c.closed and now - c.idle_since < _KEEPALIVE_S and c.transport and not c.transport.is_closing():
+                conn = c
+                break
+            c.close()
+            self._open.discard(c)
+        if conn is None:
+            conn = await self._connect(base)
+        own = {k.lower() for k in headers}
+        head = [f"{method} ".encode() + prefix + path.encode() + b" HTTP/1.1"]
+        head += [d for name, d in _DEFAULT_HEADERS if name not in own] if own & _DEFAULT_NAMES else _DEFAULT_LINES
+        if "host" not in own:
+            head.append(b"Host: " + netloc)
+        head += [f"{k}: {v}".encode("latin-1") for k, v in headers.items()]
+        data = b""
+        if body is not None:  # as httpx's json=
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            head.append(b"Content-Length: " + str(len(data)).encode())
+        waiter = conn.send(b"\r\n".join(head) + b"\r\n\r\n" + data)
+        timer = asyncio.get_running_loop().call_later(
+            self.timeout, lambda: waiter.done() or waiter.set_exception(httpx.ReadTimeout("timed out")))
+        try:
+            r = await waiter
+        except BaseException:  # a timeout, a broken connection, a cancel: its state is unknown
+            conn.close()
+            self._open.discard(conn)
+            raise
+        finally:
+            timer.cancel()
+        if conn.closed:
+            self._open.discard(conn)
+        else:
+            conn.idle_since = time.monotonic()
+            idle.append(conn)
+        return r
+
+    async def aclose(self) -> None:
+        for c in self._open:
+            c.close()
+        self._open.clear()
+
+
+_POOL_SIZE = 8  # connections in each of the httpx pools, so that each pool's scan stays small
+
+
+class _HttpxPools:
+    """httpx clients, a list for each base URL (see :meth:`Client._new_http`), behind the interface
+    of :class:`_Http11`: each request goes to its base URL's client with the fewest in flight."""
+
+    def __init__(self, clients: dict[str, list[httpx.AsyncClient]]) -> None:
+        self.clients = clients
+        self._in_flight: dict[int, int] = {id(c): 0 for cs in clients.values() for c in cs}
+
+    async def request(self, method: str, base: str, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+        n = self._in_flight
+        client = min(self.clients[base], key=lambda c: n[id(c)])
+        n[id(client)] += 1
+        try:
+            return await client.request(method, base + path, json=body, headers=headers)
+        finally:
+            n[id(client)] -= 1
+
+    async def aclose(self) -> None:
+        for c in {id(c): c for cs in self.clients.values() for c in cs}.values():  # a shared client closes once
+            await c.aclose()
+
+
 class _Loop:
-    """An event loop on a daemon thread, and the one httpx.AsyncClient that lives on it.
+    """An event loop on a daemon thread, and the connections that live on it (``http``).
 
     httpx's async connections belong to the loop that opened them, so a pool kept for
     the client's life needs a loop kept as long; running it on a thread of its own also
     serves callers that are inside a running loop themselves (Jupyter).
     """
 
-    def __init__(self, make_client: "Any") -> None:
+    def __init__(self, make_clients: Callable[[], _Http11 | _HttpxPools]) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="calibkit-http", daemon=True)
         self.thread.start()
-        self.http: httpx.AsyncClient = self.run(self._make(make_client))
+        self.http: _Http11 | _HttpxPools = self.run(self._make(make_clients))
 
     @staticmethod
-    async def _make(make_client: "Any") -> httpx.AsyncClient:
-        return make_client()
+    async def _make(make_clients: Callable[[], _Http11 | _HttpxPools]) -> _Http11 | _HttpxPools:
+        return make_clients()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -416,8 +691,8 @@ class Client(Backend):
     cache : a :class:`~calibkit.cache.ResponseCache`, a path, True/None for the
         default file, False for none.
 
-    The API is synchronous and also works inside a running event loop (Jupyter). One
-    connection pool serves the client's life: close it with :meth:`close`, or use
+    The API is synchronous and also works inside a running event loop (Jupyter). Its
+    kept-alive connections serve the client's life: close them with :meth:`close`, or use
     ``with ck.Client(...) as api:``.
 
     Pickling (a fitted :class:`~calibkit.LogprobClassifier` holds its client) leaves the
@@ -487,7 +762,9 @@ class Client(Backend):
         self.headers = dict(headers or {})
         self._transport = transport
         self._next_replica = itertools.count()
-        # Questions handed over at once: enough to fill every request in flight.
+        # Enough questions to fill every request in flight: the most that are asked and not yet
+        # cached at any time (a killed run loses at most these); the client is handed
+        # window_batches of them at once and keeps its requests in flight across them.
         self.batch_size = max_in_flight * max_prompts_per_request
         #: HTTP requests sent (a pack of prompts is one), by this object.
         self.http_requests = 0
@@ -541,15 +818,36 @@ class Client(Backend):
         return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
 
     # -- transport -----------------------------------------------------------------
-    def _new_http(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-            limits=limits,
-            transport=self._transport,
-        )
+    def _new_http(self) -> _Http11 | _HttpxPools:
+        """The connections to the base URLs: calibkit's own (:class:`_Http11`) where they serve,
+        else httpx clients, that is connection pools, several small ones for each base URL.
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        Small pools, not one for all: httpcore's pool does work in proportion to its
+        connections times its idle ones on every request (an O(n^2) scan), which at 64
+        connections in one pool cost more CPU than all the rest of a request (see "the
+        wire" above). Each base URL gets pools of ``_POOL_SIZE`` connections for
+        ``max_in_flight`` in all, so that no request waits for a connection (the limiter
+        bounds the total) and none closes another's to open one. A ``transport=`` given
+        is one pool already: one client over it serves all.
+        """
+        def new(size: int) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                transport=self._transport,
+            )
+
+        if self._transport is not None:
+            shared = new(self.max_in_flight)
+            return _HttpxPools({u: [shared] for u in self.base_urls})
+        if _Http11.serves(self.base_urls):
+            return _Http11(self.base_urls, self.timeout)
+        pools = -(-self.max_in_flight // _POOL_SIZE)
+        sizes = [_POOL_SIZE] * (pools - 1) + [self.max_in_flight - _POOL_SIZE * (pools - 1)]
+        return _HttpxPools({u: [new(size) for size in sizes] for u in self.base_urls})
+
+    def _started(self, coro: Coroutine[Any, Any, Any]) -> "_Loop":
+        """The client's loop, started on first use."""
         if self._closed:
             coro.close()
             raise RuntimeError("this Client is closed; make a new one")
@@ -558,11 +856,18 @@ class Client(Backend):
                 self._loop = _Loop(self._new_http)
                 # A client dropped without close() still stops its thread and pool.
                 weakref.finalize(self, self._loop.close)
-            loop = self._loop
-        return loop.run(coro)
+            return self._loop
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._started(coro).run(coro)
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> "tuple[asyncio.AbstractEventLoop, Any]":
+        """Start ``coro`` on the client's loop: the loop, and the concurrent future of its result."""
+        loop = self._started(coro).loop
+        return loop, asyncio.run_coroutine_threadsafe(coro, loop)
 
     def close(self) -> None:
-        """Close the connection pool, its thread and the cache's file handle; the client is done."""
+        """Close the connection pools, their thread and the cache's file handle; the client is done."""
         if self._loop is not None:
             self._loop.close()
             self._loop = None
@@ -602,16 +907,18 @@ class Client(Backend):
         retried as a dropped connection is.
         """
         assert self._loop is not None
-        client = self._loop.http
+        http = self._loop.http
         retries = 0
         errors_500 = 0
         while True:
+            answered: httpx.Response | None = None
             async with self.limiter.slot() as slot:
                 if failed is not None and failed.is_set():
                     raise _NotSent
-                url = self.base_urls[next(self._next_replica) % len(self.base_urls)] + path
+                base = self.base_urls[next(self._next_replica) % len(self.base_urls)]
+                url = base + path
                 try:
-                    r = await client.request(method, url, json=body, headers=self._headers())
+                    r = await http.request(method, base, path, body, self._headers())
                 except httpx.TransportError as e:  # timeouts too
                     if isinstance(e, _SLOW):
                         self._back_off(slot, f"no answer from {url} within {self.timeout:g} s")
@@ -623,20 +930,7 @@ class Client(Backend):
                 else:
                     if r.status_code < 300:
                         slot.succeeded()  # the server answered: no sign of overload
-                        try:
-                            return parse(r.content)
-                        except _Garbled as e:
-                            if retries >= self.max_retries:
-                                raise MalformedResponseError(
-                                    f"{url} answered {r.status_code} with a body that is not valid JSON ({e}; "
-                                    f"{len(r.content)} bytes, ending {_excerpt(r.content)}), on every one of "
-                                    f"{retries + 1} tries (retried {retries} time{'' if retries == 1 else 's'}): "
-                                    f"something between here and the server cuts answers short; pass a larger "
-                                    f"max_retries= if it is rare"
-                                ) from e
-                            log.warning("%s answered %d with a body that is not valid JSON (%s): retrying",
-                                        url, r.status_code, e)
-                            delay = _backoff(retries)
+                        answered = r
                     else:
                         try:
                             payload: Any = r.json()
@@ -660,6 +954,25 @@ class Client(Backend):
                         if r.status_code == 500:
                             errors_500 += 1
                         delay = wait or _backoff(retries)
+            if answered is not None:
+                # The place is given back before the body is parsed, and this waits one turn
+                # of the loop, so that the request woken into it goes out first: when many
+                # answers come at once, new requests do not wait for all of them to be parsed.
+                await asyncio.sleep(0)
+                try:
+                    return parse(answered.content)
+                except _Garbled as e:
+                    if retries >= self.max_retries:
+                        raise MalformedResponseError(
+                            f"{url} answered {answered.status_code} with a body that is not valid JSON ({e}; "
+                            f"{len(answered.content)} bytes, ending {_excerpt(answered.content)}), on every one of "
+                            f"{retries + 1} tries (retried {retries} time{'' if retries == 1 else 's'}): "
+                            f"something between here and the server cuts answers short; pass a larger "
+                            f"max_retries= if it is rare"
+                        ) from e
+                    log.warning("%s answered %d with a body that is not valid JSON (%s): retrying",
+                                url, answered.status_code, e)
+                    delay = _backoff(retries)
             await asyncio.sleep(delay)  # holding no place: the others may go meanwhile
             retries += 1
 
@@ -737,18 +1050,31 @@ class Client(Backend):
             for cs in routed
         ]
 
-    async def _run_packs(self, requests: list[CompletionRequest]) -> list[CompletionResponse]:
+    async def _run_packs(
+        self,
+        requests: list[CompletionRequest],
+        report: Callable[[list[tuple[list[int], list[CompletionResponse], asyncio.Future[None] | None]]], None]
+        | None = None,
+        gated: bool = False,
+    ) -> list[CompletionResponse]:
         """Single-prompt requests, packed, sent with at most ``limiter.limit`` in flight; answers in order.
 
         When a request fails for good, the others of the call are not sent, and
         IncompleteAnswers carries the answers that came (MISSING elsewhere), the error, and
         the positions of the failed request's prompts.
+
+        ``report``, where given, is called on this loop with the answers as they come, a
+        list of ``(positions, answers, kept)``, one for each request answered. ``gated``: each
+        has a future ``kept``, to be set once its answers are safe (cached), and at most
+        ``max_in_flight`` requests are sent and not yet kept, so that a run killed at any
+        point has lost the answers of at most that many requests; the answers of one turn of
+        the loop are reported together. Not gated (nothing to keep safe), they are reported
+        a round (``max_in_flight`` requests) at a time, or what came in 0.2 s, and at the end.
         """
         # Requests that differ only in their prompt travel together.
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            key = json.dumps({k: v for k, v in r.to_json().items() if k != "prompt"}, sort_keys=True)
-            groups.setdefault(key, []).append(i)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, r in enumerate(requests):  # the fields but the prompt (a tuple where a list was given: hashable)
+            groups.setdefault(tuple(getattr(r, f) for f in _PACKED_ALIKE), []).append(i)
         packs = [
             idx[s : s + self.max_prompts_per_request]
             for idx in groups.values()
@@ -757,8 +1083,24 @@ class Client(Backend):
         answers: list[Any] = [MISSING] * len(requests)
         failed = asyncio.Event()
         failed_at: list[int] = []
+        loop = asyncio.get_running_loop()
+        credits = asyncio.Semaphore(self.max_in_flight) if report is not None and gated else None
+        came: list[tuple[list[int], list[CompletionResponse], asyncio.Future[None] | None]] = []
 
-        async def one(pack: list[int]) -> None:
+        timer: asyncio.TimerHandle | None = None
+
+        def hand_over() -> None:  # what came since the last report, in one
+            nonlocal timer
+            if timer is not None:
+                timer.cancel()
+                timer = None
+            if came and report is not None:
+                got = came[:]
+                came.clear()
+                report(got)
+
+        async def one(pack: list[int], kept: list[asyncio.Future[None]] | None = None) -> None:
+            nonlocal timer
             try:
                 resps = await self._send_pack([requests[i] for i in pack], failed)
             except _Split:
@@ -767,7 +1109,7 @@ class Client(Backend):
                             self.timeout, len(pack), half)
                 self.splits += 1
                 await asyncio.sleep(_backoff(0))  # as before a retry: the server may still be busy
-                halves = await asyncio.gather(one(pack[:half]), one(pack[half:]), return_exceptions=True)
+                halves = await asyncio.gather(one(pack[:half], kept), one(pack[half:], kept), return_exceptions=True)
                 for r in halves:  # both halves end before this does; the first real error is the pack's
                     if isinstance(r, BaseException) and not isinstance(r, _NotSent):
                         raise r
@@ -782,9 +1124,54 @@ class Client(Backend):
                 raise
             for i, r in zip(pack, resps):
                 answers[i] = r
+            if report is not None:
+                done = None
+                if kept is not None:
+                    done = loop.create_future()
+                    kept.append(done)
+                came.append((pack, resps, done))
+                if credits is not None:  # kept as soon as can be: a request waits for it
+                    if len(came) == 1:
+                        loop.call_soon(hand_over)  # with whatever else comes in this turn of the loop
+                elif len(came) >= self.max_in_flight:  # nothing waits: a round of answers at a time ...
+                    hand_over()
+                elif timer is None:  # ... or what came in 0.2 s
+                    timer = loop.call_later(0.2, hand_over)
 
-        results = await asyncio.gather(*(one(p) for p in packs), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, _NotSent)]
+        async def gated_one(pack: list[int]) -> None:
+            assert credits is not None
+            async with credits:  # held until the pack's answers are kept, not only answered
+                kept: list[asyncio.Future[None]] = []
+                await one(pack, kept)
+                await asyncio.gather(*kept)
+
+        send = gated_one if credits is not None else one
+        queued = iter(packs)
+        errors: list[BaseException] = []
+
+        async def worker() -> None:
+            # A few workers take the packs in order, rather than a task for each pack made up
+            # front: thousands of those (a window of questions) cost the loop a pause at the start
+            # and a place in the limiter's queue each. Twice max_in_flight of them keep the limit's
+            # worth out while some wait to retry.
+            for pack in queued:
+                if failed.is_set():
+                    return  # the rest are not sent: another request failed for good
+                try:
+                    await send(pack)
+                except (_NotSent, asyncio.CancelledError):
+                    raise
+                except BaseException as e:
+                    errors.append(e)
+
+        try:
+            results = await asyncio.gather(*(worker() for _ in range(min(len(packs), 2 * self.max_in_flight))),
+                                           return_exceptions=True)
+        finally:
+            hand_over()  # the last answers
+        for r in results:
+            if isinstance(r, asyncio.CancelledError):
+                raise r
         if errors:
             raise IncompleteAnswers(answers, errors[0], failed=failed_at)
         return answers
@@ -823,22 +1210,93 @@ class Client(Backend):
         return out[0] if single else out
 
     # -- the two questions ---------------------------------------------------------------
-    def _send(self, requests: list[CompletionRequest], read: Callable[[list[Any]], list[Any]],
-              failed_of: Callable[[int], list[int]]) -> list[Any]:
-        """Send single-prompt requests; ``read`` turns the answers (MISSING where none came) into
-        answers to the questions. A call that fails part way raises IncompleteAnswers with what
-        ``read`` makes of the answers that came, the questions of the failed request
-        (``failed_of`` maps a request's position to them) first."""
-        try:  # the requests come from make_request: CompletionRequest checked each when it was made
-            return read(self._run(self._run_packs(requests)))
-        except IncompleteAnswers as e:
-            failed = sorted({q for i in e.failed for q in failed_of(i)})
-            raise IncompleteAnswers(read(e.answers), e.cause, failed=failed) from None
+    #: A window of questions at once, their answers handed back as they come (Backend._ask).
+    streams_answers = True
 
-    def _answer_top_k(self, prompts: list[str], k: int) -> list[TopK]:
+    def _send(self, requests: list[CompletionRequest], read: Callable[[list[Any], list[int]], list[Any]],
+              questions_of: list[list[int]], n: int,
+              keep: Callable[[dict[int, Any]], None] | None = None) -> list[Any]:
+        """Send single-prompt requests for ``n`` questions; ``read(answers, js)`` turns the
+        answers (MISSING where none came) into the answers to questions ``js``, and
+        ``questions_of[i]`` are the questions that need request ``i``'s answer.
+
+        A call that fails part way raises IncompleteAnswers with the answers to the questions
+        whose requests all came, the questions of the failed request first. With ``keep``,
+        the answers to questions are handed to it, in groups, as soon as the requests each
+        needs have come (see ``report`` of :meth:`_run_packs`), on this thread: the caller's,
+        which owns its connection to the cache. Where this client has a cache, a request is
+        not sent while ``max_in_flight`` others are sent and not yet kept: a run killed at
+        any point loses at most ``batch_size`` questions' answers, as when it asked a batch
+        at a time, while the requests in flight no longer wait for each batch's slowest.
+        """
+        if keep is None:
+            try:  # the requests come from make_request: CompletionRequest checked each when it was made
+                return read(self._run(self._run_packs(requests)), list(range(n)))
+            except IncompleteAnswers as e:
+                failed = sorted({q for i in e.failed for q in questions_of[i]})
+                raise IncompleteAnswers(read(e.answers, list(range(n))), e.cause, failed=failed) from None
+
+        came: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        got: list[Any] = [MISSING] * n
+        resps: list[Any] = [MISSING] * len(requests)
+        waiting = [0] * n  # requests each question still waits for
+        for qs in questions_of:
+            for j in qs:
+                waiting[j] += 1
+
+        async def run() -> list[CompletionResponse]:
+            try:
+                return await self._run_packs(requests, came.put, gated=self.cache is not None)
+            finally:
+                came.put(None)  # the end: nothing more comes
+
+        loop, fut = self._submit(run())
+        try:
+            ended = False
+            while not ended:
+                groups = [came.get()]
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        groups.append(came.get_nowait())
+                ready: list[int] = []
+                kept: list[asyncio.Future[None]] = []
+                for group in groups:
+                    if group is None:
+                        ended = True
+                        continue
+                    for pack, answers, done in group:
+                        for i, r in zip(pack, answers):
+                            resps[i] = r
+                            for j in questions_of[i]:
+                                waiting[j] -= 1
+                                if waiting[j] == 0:
+                                    ready.append(j)
+                        if done is not None:
+                            kept.append(done)
+                if ready:
+                    answered = dict(zip(ready, read(resps, ready)))
+                    for j, a in answered.items():
+                        got[j] = a
+                    keep(answered)
+                if kept:
+                    loop.call_soon_threadsafe(_set_kept, kept)
+            fut.result()
+        except IncompleteAnswers as e:
+            failed = sorted({q for i in e.failed for q in questions_of[i]})
+            raise IncompleteAnswers(got, e.cause, failed=failed) from None
+        except BaseException:
+            fut.cancel()  # an answer that does not read, the cache, Ctrl-C: stop what is under way
+            raise
+        return got
+
+    def _answer_top_k(self, prompts: list[str], k: int,
+                      keep: Callable[[dict[int, Any]], None] | None = None) -> list[TopK]:
         requests = [self.make_request(p, max_tokens=1, logprobs=k, temperature=0) for p in prompts]
-        return self._send(requests, lambda resps: [MISSING if r is MISSING else self._top_of(p, r, k)
-                                                    for p, r in zip(prompts, resps)], lambda i: [i])
+        return self._send(
+            requests,
+            lambda resps, js: [MISSING if resps[j] is MISSING else self._top_of(prompts[j], resps[j], k) for j in js],
+            [[i] for i in range(len(prompts))], len(prompts), keep,
+        )
 
     def _top_of(self, p: str, resp: CompletionResponse, k: int) -> TopK:
         """The top-k answer for prompt ``p`` in ``resp``, checked."""
@@ -856,33 +1314,50 @@ class Client(Backend):
             )
         return top
 
-    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+    def _answer_continuations(self, pairs: list[tuple[str, str]],
+                              keep: Callable[[dict[int, Any]], None] | None = None) -> list[Continuation | None]:
         # Each prompt is echoed alone too (packed with the pairs, one per prompt of the batch):
         # the seam rule of Backend.continuation_logprobs needs the prompt's own tokens, so that a
         # continuation that changes how the prompt tokenizes is seen even where a token boundary
-        # falls at the seam.
-        prompts = list(dict.fromkeys(p for p, _ in pairs if p))  # "" has no tokens to compare
-        texts = prompts + [p + c for p, c in pairs]
+        # falls at the seam. A prompt's echo goes just before its first pair, so that the two
+        # travel close together (a pair's answer needs both).
+        texts: list[str] = []
+        prompt_at: dict[str, int] = {}  # the request echoing each prompt alone
+        pair_at: list[int] = []
+        questions_of: list[list[int]] = []
+        for j, (p, c) in enumerate(pairs):
+            if p and p not in prompt_at:  # "" has no tokens to compare
+                prompt_at[p] = len(texts)
+                texts.append(p)
+                questions_of.append([])
+            if p:
+                questions_of[prompt_at[p]].append(j)  # a prompt echoed alone stands for each of its pairs
+            pair_at.append(len(texts))
+            texts.append(p + c)
+            questions_of.append([j])
         requests = [self.make_request(t, max_tokens=self.echo_max_tokens, echo=True, logprobs=0, temperature=0)
                     for t in texts]
+        own: dict[str, Any] = {"": []}  # each prompt's own tokens, read once
 
-        def failed_of(i: int) -> list[int]:  # a prompt echoed alone stands for each of its pairs
-            return [j for j, (p, _) in enumerate(pairs) if p == prompts[i]] if i < len(prompts) else [i - len(prompts)]
+        def read(resps: list[Any], js: list[int]) -> list[Continuation | None]:
+            return self._read_continuations(pairs, prompt_at, pair_at, resps, js, own)
 
-        return self._send(requests, lambda resps: self._read_continuations(pairs, prompts, resps), failed_of)
+        return self._send(requests, read, questions_of, len(pairs), keep)
 
-    def _read_continuations(self, pairs: list[tuple[str, str]], prompts: list[str],
-                            resps: list[Any]) -> list[Continuation | None]:
-        own: dict[str, Any] = {"": []}
-        for p, resp in zip(prompts, resps):
-            if resp is MISSING:
-                own[p] = MISSING
-                continue
-            lp = self._echo_logprobs(resp)
-            own[p] = [(t, o) for t, o in zip(lp.tokens, lp.text_offset) if o < len(p)]
+    def _read_continuations(self, pairs: list[tuple[str, str]], prompt_at: dict[str, int], pair_at: list[int],
+                            resps: list[Any], js: list[int], own: dict[str, Any]) -> list[Continuation | None]:
         out: list[Any] = []
-        for (p, c), resp in zip(pairs, resps[len(prompts):]):
-            if resp is MISSING or own[p] is MISSING:
+        for j in js:
+            p, c = pairs[j]
+            if p not in own:
+                r = resps[prompt_at[p]]
+                if r is MISSING:
+                    out.append(MISSING)
+                    continue
+                lp = self._echo_logprobs(r)
+                own[p] = [(t, o) for t, o in zip(lp.tokens, lp.text_offset) if o < len(p)]
+            resp = resps[pair_at[j]]
+            if resp is MISSING:
                 out.append(MISSING)
                 continue
             lp = self._echo_logprobs(resp)
