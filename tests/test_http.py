@@ -4,6 +4,7 @@ own server over the same GGUF for the numbers."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -359,14 +360,11 @@ def test_requests_in_flight_are_bounded_and_spread_over_replicas() -> None:
             s.close()
 
 
-class HoldingServer:
-    """An asyncio server on several ports of 127.0.0.1 (a thread with its own loop) that holds
-    every completions request until ``hold`` of them are in flight at once, then answers
-    those; it counts the most in flight at once and the connections opened."""
+class PortsServer(abc.ABC):
+    """An asyncio server on several ports of 127.0.0.1 (a thread with its own loop) that reads
+    completions requests and answers each with what :meth:`respond` returns, after it returns."""
 
-    def __init__(self, ports: int, hold: int):
-        self.hold = hold
-        self.in_flight = self.most = self.requests = self.connections = 0
+    def __init__(self, ports: int):
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(ports),), daemon=True)
@@ -375,43 +373,75 @@ class HoldingServer:
 
     async def _main(self, ports: int) -> None:
         self.stop = asyncio.Event()
-        self.full = asyncio.Event()
+        await self.started()
         servers = [await asyncio.start_server(self._serve, "127.0.0.1", 0) for _ in range(ports)]
         self.urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}/v1" for s in servers]
         self.ready.set()
         await self.stop.wait()
         for s in servers:
             s.close()
+        self.stopped()
+
+    async def started(self) -> None:
+        """Set up on the server's loop, before it listens."""
+
+    def stopped(self) -> None:
+        """Clean up on the server's thread, after it stopped listening."""
+
+    @abc.abstractmethod
+    async def respond(self, body: dict) -> dict:
+        """The completions body answering ``body``."""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
+        self.connected()
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                                   if line.lower().startswith(b"content-length")))
-                body = json.loads(await reader.readexactly(length))
-                self.requests += 1
-                self.in_flight += 1
-                self.most = max(self.most, self.in_flight)
-                if self.in_flight >= self.hold:
-                    self.full.set()
-                # Held until the rest of the round is in; a client that never gets there is
-                # let go after a while, and the count of the most in flight shows it.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.full.wait(), 10)
-                self.in_flight -= 1
-                if self.in_flight == 0:
-                    self.full.clear()
-                data = json.dumps(faithful(body)[2]).encode()
+                data = json.dumps(await self.respond(json.loads(await reader.readexactly(length)))).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
                              % len(data) + data)
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
+    def connected(self) -> None:
+        """Called for each connection a client opens."""
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(10)
+
+
+class HoldingServer(PortsServer):
+    """Holds every completions request until ``hold`` of them are in flight at once, then answers
+    those; counts the most in flight at once and the connections opened."""
+
+    def __init__(self, ports: int, hold: int):
+        self.hold = hold
+        self.in_flight = self.most = self.requests = self.connections = 0
+        super().__init__(ports)
+
+    async def started(self) -> None:
+        self.full = asyncio.Event()
+
+    def connected(self) -> None:
+        self.connections += 1
+
+    async def respond(self, body: dict) -> dict:
+        self.requests += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.hold:
+            self.full.set()
+        # Held until the rest of the round is in; a client that never gets there is
+        # let go after a while, and the count of the most in flight shows it.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.full.wait(), 10)
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.full.clear()
+        return faithful(body)[2]
 
 
 def test_the_configured_requests_are_in_flight_at_once_over_several_base_urls() -> None:
@@ -429,54 +459,29 @@ def test_the_configured_requests_are_in_flight_at_once_over_several_base_urls() 
         server.close()
 
 
-class DelayingServer:
-    """An asyncio server on several ports of 127.0.0.1 (a thread with its own loop) that answers
-    each completions request from ``delay`` to twice that after it came, each prompt its own time. At each request's arrival it notes
-    how many others were in flight, and how many answers ``cache`` (read on its own thread) held."""
+class DelayingServer(PortsServer):
+    """Answers each completions request from ``delay`` to twice that after it came, each prompt its
+    own time. At each request's arrival it notes how many others were in flight, and how many
+    answers ``cache`` (read on its own thread) held."""
 
     def __init__(self, ports: int, delay: float, cache: ck.ResponseCache):
         self.delay, self.cache = delay, cache
         self.in_flight = 0
         self.seen: list[int] = []  # in flight at each arrival, the arrival not counted
         self.cached: list[int] = []  # answers in the cache at each arrival
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(ports),), daemon=True)
-        self.thread.start()
-        assert self.ready.wait(30)
+        super().__init__(ports)
 
-    async def _main(self, ports: int) -> None:
-        self.stop = asyncio.Event()
-        servers = [await asyncio.start_server(self._serve, "127.0.0.1", 0) for _ in range(ports)]
-        self.urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}/v1" for s in servers]
-        self.ready.set()
-        await self.stop.wait()
-        for s in servers:
-            s.close()
+    def stopped(self) -> None:
         self.cache.close()  # this thread's connection
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                body = json.loads(await reader.readexactly(length))
-                self.seen.append(self.in_flight)
-                self.cached.append(len(self.cache))
-                self.in_flight += 1
-                # from delay to twice that, each prompt its own: answers do not all come at once
-                await asyncio.sleep(self.delay * (1 + zlib.crc32(json.dumps(body["prompt"]).encode()) % 1000 / 1000))
-                self.in_flight -= 1
-                data = json.dumps(faithful(body)[2]).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-                             % len(data) + data)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(10)
+    async def respond(self, body: dict) -> dict:
+        self.seen.append(self.in_flight)
+        self.cached.append(len(self.cache))
+        self.in_flight += 1
+        # from delay to twice that, each prompt its own: answers do not all come at once
+        await asyncio.sleep(self.delay * (1 + zlib.crc32(json.dumps(body["prompt"]).encode()) % 1000 / 1000))
+        self.in_flight -= 1
+        return faithful(body)[2]
 
 
 def test_requests_stay_in_flight_across_batches_and_answers_are_cached_as_they_come(tmp_path) -> None:
