@@ -124,7 +124,7 @@ def test_two_thousand_prompts_through_ten_percent_faults_score_as_without(server
 def test_top_k_through_serve_when_the_likeliest_next_token_ends_the_text(server, local_model):
     """The embedded model's likeliest token after this prompt is the end of text (''): serve must
     still give its top-k (as LocalModel does), not an empty top_logprobs."""
-    prompt = "a smart , sassy and exce"
+    prompt = "more romantic , more emotional and ultima"
     want = local_model.top_k([prompt], k=K)[0]
     assert next(iter(want)) == ""  # the premise: the end of text is the likeliest next token
     with ck.Client(server.base, server.key, model="llama-8b", cache=False) as client:
