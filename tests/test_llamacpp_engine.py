@@ -127,6 +127,11 @@ def test_forms_are_decoded_side_by_side_in_one_batch_and_score_as_alone(local_mo
     for f, c in zip(AG_FORMS, together):
         eng.reset()
         assert local_model.continuation_logprobs([(PROMPT, f)]) == [c]
+    # Asked first, the prompt's tokens go in the same batch as the forms': one decode in all.
+    eng.reset()
+    before_decodes = eng.decodes
+    assert local_model.continuation_logprobs(pairs) == together
+    assert eng.decodes - before_decodes == 1
     reordered = local_model.continuation_logprobs(pairs[::-1])[::-1]
     after_others = (local_model.continuation_logprobs([(TPL.format(text="fine"), " positive")] + pairs))[1:]
     assert reordered == together and after_others == together

@@ -193,13 +193,13 @@ class LocalModel(Backend):
         if not scored:
             return [None] * len(conts)
         eng.check_len(P + max(len(f) for f in scored) - 1, "prompt with its longest continuation")
-        x, lse = log_softmax_at(eng.last_row(ids))
-        lps = [[float(x[f[0]] - lse)] if f is not None else [] for f in conts]
+        later: list[list[float]] = [[] for _ in conts]
 
         def add(i: int, j: int, row: np.ndarray) -> None:
             xr, lr = log_softmax_at(row)
-            lps[i].append(float(xr[conts[i][j + 1]] - lr))  # type: ignore[index]
+            later[i].append(float(xr[conts[i][j + 1]] - lr))  # type: ignore[index]
 
-        eng.branches(ids, [f[:-1] if f is not None else [] for f in conts], add)
-        return [None if f is None else Continuation(tuple(token_text(eng.piece(t)) for t in f), tuple(lp))
-                for f, lp in zip(conts, lps)]
+        x, lse = log_softmax_at(eng.branches(ids, [f[:-1] if f is not None else [] for f in conts], add))
+        return [None if f is None else
+                Continuation(tuple(token_text(eng.piece(t)) for t in f), (float(x[f[0]] - lse), *lp))
+                for f, lp in zip(conts, later)]

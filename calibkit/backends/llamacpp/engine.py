@@ -328,42 +328,69 @@ class Engine:
         self._decode_main(tokens, set(want), on_row)
 
     def branches(self, ids: Sequence[int], tails: Sequence[Sequence[int]],
-                 on_row: Callable[[int, int, np.ndarray], None]) -> None:
-        """Decode each of ``tails`` right after the prompt ``ids``, side by side.
+                 on_row: Callable[[int, int, np.ndarray], None]) -> np.ndarray:
+        """Decode each of ``tails`` right after the prompt ``ids``, side by side; return the prompt's last row.
 
         ``on_row(i, j, logits)`` after ``tails[i][j]``: the distribution of the token that
         follows it. The tails form a token trie: a token shared by several tails at the
         same place is decoded once, on all their sequences. Each tail gets a sequence of
-        its own that shares the prompt's cached entries; the prompt is decoded first
-        when sequence 0 does not hold it, and the branches are removed afterwards.
+        its own that shares the prompt's entries; what of the prompt is not cached is
+        decoded in the same batches as the tails' tokens (its tokens on every sequence).
+        The branches are removed afterwards. The returned row is :meth:`last_row`'s.
         """
         P = len(ids)
-        if len(self.cached) < P or self.cached[:P] != list(ids):
-            self.prompt(ids, [P - 1], lambda p, r: None)
         todo = [i for i, t in enumerate(tails) if t]
+        if not todo:
+            return self.last_row(ids)
+        key = tuple(ids)
+        held = len(self.cached) >= P and self.cached[:P] == list(ids)
+        last = self._memo[1] if held and self._memo is not None and self._memo[0] == key else None
         for g in range(0, len(todo), MAX_BRANCHES):
             group = todo[g : g + MAX_BRANCHES]
-            # trie nodes: (depth, prefix) -> the tails through it, in canonical order
+            # trie nodes: prefix -> the tails through it; parents before children
             nodes: dict[tuple[int, ...], list[int]] = {}
             for i in group:
                 for j in range(len(tails[i])):
                     nodes.setdefault(tuple(tails[i][: j + 1]), []).append(i)
             order = sorted(nodes, key=lambda pre: (len(pre), pre))
             self.check_len(P + len(order), "prompt with its forms' tokens side by side")
-            seq_of = {i: 1 + k for k, i in enumerate(group)}
-            for i in group:
-                self.L.llama_memory_seq_cp(self.memory, 0, seq_of[i], 0, P)
+            seqs = [1 + k for k in range(len(group))]
+            seq_of = dict(zip(group, seqs))
+            rows: list[tuple[int, int, Sequence[int], bool]] = []
+            if last is None:  # the prompt's uncached tokens go first, on sequence 0 and every branch
+                common = 0
+                for x, y in zip(self.cached, ids):
+                    if x != y:
+                        break
+                    common += 1
+                keep = min(common, P - 1)
+                self.truncate(keep)
+                rows = [(ids[p], p, [0, *seqs], p == P - 1) for p in range(keep, P)]
+            else:
+                keep = P
+            for s in seqs:
+                self.L.llama_memory_seq_cp(self.memory, 0, s, 0, keep)
+            rows += [(pre[-1], P + len(pre) - 1, [seq_of[i] for i in nodes[pre]], True) for pre in order]
+            n_prompt = P - keep
             try:
-                for s in range(0, len(order), self.n_batch):
-                    chunk = order[s : s + self.n_batch]
-                    out = self._decode([(pre[-1], P + len(pre) - 1, [seq_of[i] for i in nodes[pre]], True)
-                                        for pre in chunk])
-                    for pre, row in zip(chunk, out):
-                        for i in nodes[pre]:
-                            on_row(i, len(pre) - 1, row)
+                for s in range(0, len(rows), self.n_batch):
+                    out = self._decode(rows[s : s + self.n_batch])
+                    for r, row in zip(range(s, s + len(out)), out):
+                        if r < n_prompt:
+                            self.cached.append(ids[keep + r])
+                            if row is not None:
+                                last = row.copy()
+                                last.setflags(write=False)
+                                self._memo = (key, last)
+                        else:
+                            pre = order[r - n_prompt]
+                            for i in nodes[pre]:
+                                on_row(i, len(pre) - 1, row)  # type: ignore[arg-type]
             finally:
-                for i in group:
-                    self.L.llama_memory_seq_rm(self.memory, seq_of[i], -1, -1)
+                for s in seqs:
+                    self.L.llama_memory_seq_rm(self.memory, s, -1, -1)
+        assert last is not None
+        return last
 
     def last_row(self, ids: Sequence[int]) -> np.ndarray:
         """The logits after the whole prompt ``ids`` (float32, read-only; kept for the next call)."""
