@@ -52,6 +52,7 @@ import numpy as np
 import calibkit as ck
 from calibkit.datasets import read_agnews
 from rows import row
+from turns import take_turns
 
 TEMPLATE = "Review: {text}\nSentiment:"
 FORMS = {0: " negative", 1: " positive"}
@@ -199,14 +200,7 @@ def main() -> None:
     }
     # The methods take turns, a round of examples each, so that load from anything
     # else on the machine falls on all of them alike.
-    preds: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    seconds = dict.fromkeys(methods, 0.0)
-    for s in range(0, len(texts), args.round):
-        chunk = texts[s : s + args.round]
-        for name, run in methods.items():
-            t = time.perf_counter()
-            preds[name].append(run(chunk))
-            seconds[name] += time.perf_counter() - t
+    preds, seconds = take_turns(methods, texts, args.round)
     rate = {}
     for name in methods:
         acc = float((np.concatenate(preds[name]) == y).mean())

@@ -48,6 +48,7 @@ import numpy as np
 import calibkit as ck
 from bench_scoring import DEFAULT_DATA, FORMS, TEMPLATE, load
 from rows import row
+from turns import take_turns
 
 START_TIMEOUT_S = 300.0
 
@@ -121,14 +122,7 @@ def main() -> None:
             }
             for run in methods.values():
                 run(texts[:1])  # warm: the model loads on both sides, the client connects
-            scores: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-            seconds = dict.fromkeys(methods, 0.0)
-            for s in range(0, len(texts), args.round):
-                chunk = texts[s : s + args.round]
-                for name, run in methods.items():
-                    t = time.perf_counter()
-                    scores[name].append(run(chunk))
-                    seconds[name] += time.perf_counter() - t
+            scores, seconds = take_turns(methods, texts, args.round)
     print(f"calibkit serve at {base}, {len(texts)} examples, rounds of {args.round}\n")
     rate: dict[str, float] = {}
     lp: dict[str, np.ndarray] = {}

@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 from ..api import APIError
@@ -276,13 +277,13 @@ class Backend(ABC):
             if progress is not None and answered:
                 progress(len(answered))
 
+        def keep_window(window: list[Q], answered: dict[int, A]) -> None:
+            keep({window[i]: a for i, a in answered.items()})
+
         size = self.batch_size * (self.window_batches if self.streams_answers else 1)
         for s in range(0, len(todo), size):
             batch = todo[s : s + size]
-            keep_partial = None
-            if self.streams_answers:
-                def keep_partial(answered: dict[int, A], batch: list[Q] = batch) -> None:
-                    keep({batch[i]: a for i, a in answered.items()})
+            keep_partial = partial(keep_window, batch) if self.streams_answers else None
             try:
                 answers = list(answer(batch, keep_partial))
             except IncompleteAnswers as e:
