@@ -302,6 +302,15 @@ class Engine:
                 if row is not None:
                     on_row(start + i, row)
 
+    def _cached_prefix(self, ids: Sequence[int]) -> int:
+        """How many leading tokens of ``ids`` sequence 0 of the cache holds."""
+        n = 0
+        for a, b in zip(self.cached, ids):
+            if a != b:
+                break
+            n += 1
+        return n
+
     def prompt(self, ids: Sequence[int], want: Sequence[int], on_row: OnRow) -> None:
         """Decode a prompt; ``on_row(p, logits)`` after each wanted position.
 
@@ -313,12 +322,7 @@ class Engine:
         wanted = set(want)
         if not wanted or min(wanted) < 0 or max(wanted) >= len(ids):
             raise ValueError(f"wanted positions must lie in 0..{len(ids) - 1}")
-        common = 0
-        for a, b in zip(self.cached, ids):
-            if a != b:
-                break
-            common += 1
-        keep = min(common, min(wanted))
+        keep = min(self._cached_prefix(ids), min(wanted))
         self.truncate(keep)
         self._decode_main(ids[keep:], wanted, on_row)
 
@@ -343,7 +347,7 @@ class Engine:
         if not todo:
             return self.last_row(ids)
         key = tuple(ids)
-        held = len(self.cached) >= P and self.cached[:P] == list(ids)
+        held = self._cached_prefix(ids) == P
         last = self._memo[1] if held and self._memo is not None and self._memo[0] == key else None
         for g in range(0, len(todo), MAX_BRANCHES):
             group = todo[g : g + MAX_BRANCHES]
@@ -358,12 +362,7 @@ class Engine:
             seq_of = dict(zip(group, seqs))
             rows: list[tuple[int, int, Sequence[int], bool]] = []
             if last is None:  # the prompt's uncached tokens go first, on sequence 0 and every branch
-                common = 0
-                for x, y in zip(self.cached, ids):
-                    if x != y:
-                        break
-                    common += 1
-                keep = min(common, P - 1)
+                keep = min(self._cached_prefix(ids), P - 1)
                 self.truncate(keep)
                 rows = [(ids[p], p, [0, *seqs], p == P - 1) for p in range(keep, P)]
             else:
@@ -379,9 +378,7 @@ class Engine:
                         if r < n_prompt:
                             self.cached.append(ids[keep + r])
                             if row is not None:
-                                last = row.copy()
-                                last.setflags(write=False)
-                                self._memo = (key, last)
+                                last = self._keep_last(key, row)
                         else:
                             pre = order[r - n_prompt]
                             for i in nodes[pre]:
@@ -398,11 +395,15 @@ class Engine:
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         out: list[np.ndarray] = []
-        self.prompt(ids, [len(ids) - 1], lambda p, r: out.append(r.copy()))
-        row = out[0]
-        row.setflags(write=False)
-        self._memo = (key, row)
-        return row
+        self.prompt(ids, [len(ids) - 1], lambda p, r: out.append(self._keep_last(key, r)))
+        return out[0]
+
+    def _keep_last(self, key: tuple[int, ...], row: np.ndarray) -> np.ndarray:
+        """A read-only copy of ``row``, kept as the last row of the prompt ``key``."""
+        kept = row.copy()
+        kept.setflags(write=False)
+        self._memo = (key, kept)
+        return kept
 
     def schedule_holds(self) -> bool:
         """Check the padded schedule on a probe text: decoded whole, in uneven pieces, and as branches.
