@@ -105,8 +105,9 @@ class LocalCompletions:
 
         # Prompt positions: the logprob of each prompt token given what precedes it, and its
         # top-k, from the prefix cache where another text with the same tokens up to it asked.
-        keys = self.memo.keys(ids)  # keys[p]: position p, whose next token is ids[p + 1]
         questions = ([("echo", k)] if want_echo else []) + ([("prompt_logprobs", pk)] if pk is not None else [])
+        # keys[p]: position p, whose next token is ids[p + 1]; hashed only where a position is asked about
+        keys = self.memo.keys(ids) if questions else []
         found: dict[tuple[int, tuple[str, int | None]], tuple[float, dict[str, float] | None]] = {}
         want: set[int] = {P - 1} if max_tokens > 0 else set()
         for p, key in enumerate(keys):
