@@ -24,7 +24,7 @@ from .version import __version__
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["APIError", "CompletionRequest", "CompletionResponse", "InvalidRequestError"], "api"),
-    **dict.fromkeys(["Backend", "Client", "Continuation", "LocalModel"], "backends"),
+    **dict.fromkeys(["Backend", "Client", "Continuation", "LocalModel", "RayPool", "TransformersModel"], "backends"),
     **dict.fromkeys(["CacheError", "CacheFullError", "ResponseCache"], "cache"),
     "MalformedResponseError": "backends.http",
     **dict.fromkeys(

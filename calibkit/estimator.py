@@ -251,7 +251,7 @@ class LogprobVectorizer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    backend : a Client or LocalModel; None uses the embedded model.
+    backend : any Backend (Client, LocalModel, TransformersModel, RayPool); None uses the embedded model.
     template : a PromptTemplate or a format string.
     verbalizer : a Verbalizer or a mapping ``{class: form or [forms]}``.
     method : "auto", "topk" or "exact" (see :func:`calibkit.score`).
@@ -318,7 +318,7 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backend : a Client or LocalModel; None uses the embedded model.
+    backend : any Backend (Client, LocalModel, TransformersModel, RayPool); None uses the embedded model.
     template, verbalizer, method, k, progress : as for :class:`LogprobVectorizer`.
     calibration : a name from :data:`CALIBRATIONS` (``"a+b"`` chains them, e.g.
         ``"contextual+temperature"``; see :func:`check_calibration`) or a calibrator

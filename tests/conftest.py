@@ -1,6 +1,6 @@
-"""Shared fixtures: the embedded model (loaded once), llama-cpp-python's own Llama over
-the same file (the reference), an in-memory backend and a scripted HTTP server on
-127.0.0.1 (both in helpers.py)."""
+"""Shared fixtures: the embedded model and the same weights under transformers (each loaded
+once), llama-cpp-python's own Llama over the same file (the reference), an in-memory
+backend and a scripted HTTP server on 127.0.0.1 (both in helpers.py)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,33 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 @pytest.fixture(scope="session")
-def local_model():
+def _session_cache(tmp_path_factory: pytest.TempPathFactory, _models_folder):
+    """A cache folder for the session's models, whose models/ is every test's models/."""
+    cache = tmp_path_factory.mktemp("session-cache")
+    (cache / "models").symlink_to(_models_folder, target_is_directory=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def local_model(_session_cache):
     from calibkit import LocalModel
 
-    return LocalModel(cache=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALIBKIT_CACHE_DIR", str(_session_cache))
+        return LocalModel(cache=False)
+
+
+@pytest.fixture(scope="session")
+def hf_model(_session_cache):
+    """The bundled GGUF under transformers, dequantized to float32 (converted once per session, into
+    the models folder every test shares: a TransformersModel() made in a test loads the same one)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from calibkit import TransformersModel
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALIBKIT_CACHE_DIR", str(_session_cache))
+        return TransformersModel(cache=False, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """The model half's seam: backends answer top-k and continuation questions (:mod:`.base`),
-over HTTP (:class:`Client`) or in-process (:class:`LocalModel`).
+over HTTP (:class:`Client`), in-process (:class:`LocalModel` over llama.cpp,
+:class:`TransformersModel` over transformers), or spread over a Ray cluster (:class:`RayPool`).
 
-Client and LocalModel load on first use, so that a module needing only :mod:`.base`
-(the server's settings, the command line's help) does not import httpx or llama.cpp.
+They load on first use, so that a module needing only :mod:`.base` (the server's
+settings, the command line's help) imports none of httpx, llama.cpp, torch or Ray.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 from .base import Backend, Continuation, TopK
 
-__all__ = ["Backend", "Client", "Continuation", "LocalModel", "TopK"]
+__all__ = ["Backend", "Client", "Continuation", "LocalModel", "RayPool", "TopK", "TransformersModel"]
 
-_LAZY = {"Client": ".http", "LocalModel": ".llamacpp"}
+_LAZY = {"Client": ".http", "LocalModel": ".llamacpp", "RayPool": ".ray_pool", "TransformersModel": ".transformers"}
 
 
 def __getattr__(name: str) -> Any:
