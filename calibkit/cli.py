@@ -98,15 +98,27 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
-def _backend_args(p: argparse.ArgumentParser) -> None:
+def _backend_args(p: argparse.ArgumentParser, *, ray: bool = False) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--api-base",
         metavar="URL",
-        help="a completions API base URL (e.g. $ACS_API_BASE); default: the embedded model",
+        help="a completions API base URL (e.g. $ACS_API_BASE); default: a model in-process (--backend)",
     )
     g.add_argument("--api-key", metavar="KEY", help="API key (default: $ACS_API_KEY)")
-    g.add_argument("--model", metavar="NAME", help="model name at the API, or a GGUF path for the embedded backend")
+    g.add_argument("--backend", choices=("local", "hf"), default=None,
+                   help="the model in-process: local, llama.cpp over a GGUF (the default), or hf, transformers "
+                        "over a checkpoint folder, a .gguf file or a hub name (pip install 'calibkit[hf]')")
+    g.add_argument("--model", metavar="NAME",
+                   help="model name at the API; with --backend local a GGUF path, with --backend hf a checkpoint "
+                        "folder, .gguf file or hub name (default: the bundled gemma-3-270m)")
+    g.add_argument("--device", metavar="DEVICE",
+                   help="with --backend hf: a torch device, e.g. cpu, cuda, cuda:1 (default: CUDA where there is a GPU)")
+    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "float64"),
+                   help="with --backend hf: the weights' dtype (default: the checkpoint's own; float32 for a GGUF)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="with --backend local: CPU threads of the embedded model (default: all cores; with "
+                        "--workers on this machine, the cores shared out; with --ray, each actor's threads)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     g.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="with --api-base: seconds to wait for one answer (default 60); a request that times out "
@@ -114,6 +126,14 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-in-flight", type=int, metavar="N",
                    help="with --api-base: requests in flight at once (default 8); the client lowers it by itself "
                         "on timeouts and overload answers (429, 503, 504): this is where it starts")
+    if ray:
+        r = p.add_argument_group("scale out (Ray; pip install 'calibkit[ray]')")
+        r.add_argument("--workers", type=int, metavar="N",
+                       help="score with N Ray actors, each holding its own copy of the model (or client); "
+                            "without --ray on a Ray instance started on this machine (default with --ray: 2)")
+        r.add_argument("--ray", metavar="ADDRESS",
+                       help="join this Ray cluster ('auto': the one `ray start` runs on this node, or HOST:6379); "
+                            "the answers come back here and go into this machine's cache")
 
 
 def _check_backend_args(args: argparse.Namespace) -> None:
@@ -123,23 +143,59 @@ def _check_backend_args(args: argparse.Namespace) -> None:
     if api_only and not args.api_base:
         raise ValueError(f"{' and '.join(api_only)} set how calibkit waits on a completions API; give --api-base "
                          "too (the embedded model answers in-process)")
+    if args.api_base and args.backend is not None:
+        raise ValueError(f"--api-base and --backend {args.backend} name two models; give --api-base for a "
+                         "completions API, or --backend for a model in-process")
+    hf_only = [flag for flag, v in (("--device", args.device), ("--dtype", args.dtype)) if v is not None]
+    if hf_only and args.backend != "hf":
+        raise ValueError(f"{' and '.join(hf_only)} set how transformers runs the model; give --backend hf too")
+    if args.threads is not None and (args.api_base or args.backend == "hf"):
+        raise ValueError("--threads sets the embedded llama.cpp model's CPU threads; drop it, or use --backend local")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1 (got {args.threads})")
     if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
         raise ValueError(f"--timeout must be a positive number of seconds (got {args.timeout})")
     if args.max_in_flight is not None and args.max_in_flight < 1:
         raise ValueError(f"--max-in-flight must be at least 1 (got {args.max_in_flight})")
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1 (got {args.workers})")
 
 
 def _backend(args: argparse.Namespace):  # -> Backend
     from .backends import Client, LocalModel
 
     cache = False if args.no_cache else None
+    workers, address = getattr(args, "workers", None), getattr(args, "ray", None)
+    pooled = workers is not None or address is not None
+    if pooled:
+        workers = workers or 2
+    # Pooled, each actor holds the backend without a cache: the answers come back to the pool,
+    # whose cache (this machine's) keeps them.
+    own_cache = False if pooled else cache
     if args.api_base:
         key = args.api_key or os.environ.get("ACS_API_KEY")
         pacing = {name: v for name, v in (("timeout", args.timeout), ("max_in_flight", args.max_in_flight))
                   if v is not None}
-        return Client(args.api_base, key, model=args.model, cache=cache, **pacing)
-    _say("loading the embedded model")
-    return LocalModel(args.model, cache=cache)
+        backend = Client(args.api_base, key, model=args.model, cache=own_cache, **pacing)
+    elif args.backend == "hf":
+        from .backends import TransformersModel
+
+        _say("loading the model with transformers")
+        backend = TransformersModel(args.model, device=args.device or "auto", dtype=args.dtype, cache=own_cache)
+    else:
+        threads = args.threads
+        if threads is None and pooled and address is None:  # one machine's cores, shared out
+            threads = max(1, (os.cpu_count() or 1) // workers)
+        _say("loading the embedded model")
+        backend = LocalModel(args.model, n_threads=threads, cache=own_cache)
+    if not pooled:
+        return backend
+    from .backends import RayPool
+
+    _say(f"starting {workers} Ray actors" + (f" on {address}" if address else " on this machine"))
+    gpus = 1 if args.backend == "hf" and (args.device or "").startswith("cuda") else 0
+    cpus = backend.n_threads if isinstance(backend, LocalModel) else 1  # Ray then places no more than fit
+    return RayPool(backend, workers=workers, address=address, num_cpus=cpus, num_gpus=gpus, cache=cache)
 
 
 def _say(message: str) -> None:
@@ -464,7 +520,7 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
     _seed_arg(p)
     p.add_argument("--head", type=int, default=5, help="rows to print (default 5)")
     p.add_argument("--out", metavar="FILE", help="write the scores here (.csv or .parquet)")
-    _backend_args(p)
+    _backend_args(p, ray=True)
     p.set_defaults(func=_cmd_score)
 
 
@@ -522,7 +578,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     _data_args(p)
     _report_args(p)
     _seed_arg(p)
-    _backend_args(p)
+    _backend_args(p, ray=True)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -604,23 +660,36 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve the ACS completions API over local GGUF models",
+        help="serve the ACS completions API over local models (llama.cpp or transformers)",
         description="Serve POST /v1/completions (and /completions), GET /v1/models, /health and "
-        "/openapi.json over the embedded model or GGUF files, following the ACS API's rules. "
+        "/openapi.json over the embedded model or GGUF files (--backend local, llama.cpp), or any "
+        "transformers checkpoint (--backend hf), following the ACS API's rules. "
         "Without --keys-file it serves loopback only, without authentication.",
         epilog="examples:\n  calibkit serve --model llama-8b --keys-file keys.json\n"
-        "  calibkit serve --model tiny=models/tiny.gguf --port 8080 --no-auth",
+        "  calibkit serve --model tiny=models/tiny.gguf --port 8080 --no-auth\n"
+        "  calibkit serve --backend hf --model gemma=google/gemma-3-270m --device cuda",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", action="append", default=[], metavar="SPEC",
-                   help="NAME=PATH.gguf serves that file as NAME; NAME alone serves the embedded model as NAME; "
+                   help="NAME=PATH.gguf serves that file as NAME (with --backend hf PATH may also be a checkpoint "
+                        "folder or a hub name); NAME alone serves the embedded model (gemma-3-270m; with --backend hf "
+                        "under transformers) as NAME; "
                         "repeat for several (default: the embedded model under its own name)")
+    from .server.run import BACKENDS
+
+    p.add_argument("--backend", default="local", choices=tuple(BACKENDS), metavar="{" + ",".join(BACKENDS) + "}",
+                   help="what runs the models: " + "; ".join(f"{k}: {v}" for k, v in BACKENDS.items())
+                        + " (default local)")
+    p.add_argument("--device", default=None,
+                   help="--backend hf only: torch device, auto (CUDA where there is a GPU, else cpu; the default), "
+                        "cpu, cuda or cuda:N")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--keys-file", metavar="PATH", help="accept exactly the API keys in this file (calibkit keys create)")
     p.add_argument("--no-auth", action="store_true", help="accept any request, on any host: only where you mean it")
     p.add_argument("--n-ctx", type=int, default=2048, help="context length in tokens (default 2048)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads: llama.cpp's, or torch's with --backend hf (default: all cores)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     from .server.config import ServerConfig
 
@@ -642,7 +711,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig(**{name: getattr(args, name) for name in _SERVE_LIMITS})
     serve(args.model, host=args.host, port=args.port, keys_file=args.keys_file, no_auth=args.no_auth,
-          config=config, n_ctx=args.n_ctx, n_threads=args.threads, log_level=args.log_level)
+          config=config, n_ctx=args.n_ctx, n_threads=args.threads, log_level=args.log_level,
+          backend=args.backend, device=args.device)
     return 0
 
 

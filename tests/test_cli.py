@@ -507,3 +507,46 @@ def test_drop_missing_cannot_drop_every_row(capsys, no_model, tmp_path) -> None:
     line = one_line_error(capsys, ["eval", str(data), "--text-column", "review", "--label-column", "stars",
                                    "--drop-missing"])
     assert "lines 2, 3: empty 'review' (2 of 2 rows)" in line and "--text-column and --label-column" in line, line
+
+
+# -- the other model backends and scaling out ----------------------------------------------
+@pytest.mark.parametrize("argv, words", [
+    (["score", "sentiment", "--device", "cpu"], ["--device", "give --backend hf"]),
+    (["eval", "sentiment", "--dtype", "bfloat16", "--backend", "local"], ["--dtype", "give --backend hf"]),
+    (["score", "sentiment", "--api-base", "http://127.0.0.1:9/v1", "--backend", "hf"], ["--api-base", "--backend hf"]),
+    (["score", "sentiment", "--backend", "hf", "--threads", "2"], ["--threads", "--backend local"]),
+    (["score", "sentiment", "--threads", "0"], ["--threads must be at least 1"]),
+    (["eval", "sentiment", "--workers", "0"], ["--workers must be at least 1"]),
+])
+def test_model_flags_that_contradict_are_one_line(capsys, argv, words) -> None:
+    line = one_line_error(capsys, argv)
+    for w in words:
+        assert w in line, line
+
+
+def test_score_with_backend_hf_gives_the_transformers_scores(capsys, tmp_path, hf_model) -> None:
+    import calibkit as ck
+    from calibkit.datasets import load_dataset
+
+    out = tmp_path / "scores.csv"
+    assert cli.main(["score", "sentiment", "--limit", "12", "--backend", "hf", "--no-cache", "--out", str(out)]) == 0
+    assert "model google/gemma-3-270m" in capsys.readouterr().out
+    ds = load_dataset("sentiment")
+    ref = ck.score(ds.frame[ds.template.fields].head(12), ds.template, ds.verbalizer, hf_model, progress=False)
+    got = read_scores(out).scores
+    np.testing.assert_allclose(got.logprobs, ref.logprobs, atol=1e-6)
+
+
+def test_score_with_two_ray_workers_equals_one_process(tmp_path) -> None:
+    pytest.importorskip("ray")
+    import calibkit as ck
+    from calibkit.datasets import load_dataset
+
+    out = tmp_path / "scores.csv"
+    r = run("score", "sentiment", "--limit", "24", "--workers", "2", "--out", str(out), "--head", "2")
+    assert r.returncode == 0, r.stderr
+    assert "starting 2 Ray actors on this machine" in r.stderr
+    ds = load_dataset("sentiment")
+    ref = ck.score(ds.frame[ds.template.fields].head(24), ds.template, ds.verbalizer,
+                   ck.LocalModel(n_threads=1, cache=False), progress=False)
+    np.testing.assert_array_equal(read_scores(out).scores.logprobs, ref.logprobs)

@@ -1,4 +1,4 @@
-"""``calibkit serve``: the ACS completions API, offline, over the embedded model or any GGUF.
+"""``calibkit serve``: the ACS completions API, offline, over the embedded model, any GGUF, or any transformers model.
 
 Code written for the real API (its curl and Python examples, the openai package,
 calibkit's own :class:`~calibkit.backends.Client`) runs against it unchanged:
@@ -7,10 +7,23 @@ calibkit's own :class:`~calibkit.backends.Client`) runs against it unchanged:
     calibkit serve --model llama-8b --keys-file keys.json --port 8000
     export ACS_API_BASE=http://127.0.0.1:8000/v1 ACS_API_KEY=ck_...
 
-Needs the ``serve`` extra (starlette, uvicorn) and, for the embedded model, ``local``.
+Two backends serve the same protocol (echo with per-token logprobs, top-k, prompt
+logprobs, seeded sampling, ``n``/``best_of``, stop, usage, cancellation):
+
+- ``--backend local`` (the default): the embedded llama.cpp model, over GGUF files;
+- ``--backend hf``: transformers (a :class:`~calibkit.TransformersModel`), over a
+  checkpoint folder, a GGUF file (dequantized, converted once) or a hub name, on
+  ``--device`` (auto: CUDA where there is a GPU, else the CPU); ``--model NAME`` alone
+  serves the bundled gemma-3-270m under transformers, in float32:
+
+    calibkit serve --backend hf --model gemma=google/gemma-3-270m --device cuda
+
+Needs the ``serve`` extra (starlette, uvicorn) and, for the embedded model, ``local``;
+for ``--backend hf``, ``hf`` (torch, transformers).
 
 >>> from calibkit.server import ServerConfig, create_app, load_models
 >>> models = load_models(["llama-8b"])                       # doctest: +SKIP
+>>> models = load_models(["gemma"], backend="hf")           # doctest: +SKIP
 >>> app = create_app(models, keys="keys.json", config=ServerConfig(max_tokens_limit=64))  # doctest: +SKIP
 """
 

@@ -1,15 +1,24 @@
-"""Answering completions requests with the embedded model, as ``calibkit serve`` does.
+"""Answering completions requests with a local model, as ``calibkit serve`` does.
+
+Two backends are served the same way: the embedded llama.cpp model (a
+:class:`~calibkit.LocalModel`, ``calibkit serve --backend local``, the default) and a
+transformers model (a :class:`~calibkit.TransformersModel`, ``--backend hf``). Both offer
+the same small decode interface (:class:`DecodeEngine`: one token sequence with a kept
+key/value cache), the llama.cpp :class:`~calibkit.backends.llamacpp.engine.Engine` itself
+and the transformers Engine's :class:`~calibkit.backends.transformers.engine.Decoder`, and
+this module answers from it, not knowing which it is.
 
 Echo with per-token logprobs, ``logprobs`` top-k (no cap here; the server's own limit
 applies) with the sampled token as a (k+1)-th entry when it is not among the top k,
 ``prompt_logprobs``, sampling (seeded), ``n``/``best_of``, stop sequences and usage.
 
->>> from calibkit import CompletionRequest, LocalModel
+>>> from calibkit import CompletionRequest, LocalModel, TransformersModel
 >>> gen = LocalCompletions(LocalModel(cache=False))
 >>> r = gen.complete(CompletionRequest(model=gen.name, prompt="The capital of France is",
 ...                                    max_tokens=1, logprobs=5, temperature=0))   # doctest: +SKIP
 >>> r.choices[0].logprobs.top_logprobs[0]                                       # doctest: +SKIP
 {' the': -1.54..., ' a': -2.06..., ' Paris': -2.52..., ...}
+>>> hf = LocalCompletions(TransformersModel(cache=False), n_ctx=2048)           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,18 +28,39 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from ..api import Choice, CompletionRequest, CompletionResponse, Logprobs, Usage
-from ..backends.llamacpp import LocalModel
-from ..backends.llamacpp.engine import Engine, log_softmax_at, token_text
+from ..backends.llamacpp.engine import log_softmax_at, token_text
 from ..backends.llamacpp.sampler import Sampler
 from .engine import Cancelled
 from .prefix import PositionMemo
 
-__all__ = ["LocalCompletions"]
+__all__ = ["DecodeEngine", "LocalCompletions"]
+
+
+class DecodeEngine(Protocol):
+    """What :class:`LocalCompletions` generates with: one token sequence with a kept key/value cache.
+
+    ``on_row(p, row)`` gets position ``p``'s next-token logits over the vocabulary (any
+    float vector whose log-softmax is the distribution; copy what you keep).
+    """
+
+    lock: Any
+    bos: int
+    cached: list[int]
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]: ...
+    def piece(self, token: int) -> bytes: ...
+    def top(self, x: np.ndarray, lse: float, k: int) -> dict[str, float]: ...
+    def is_end(self, token: int) -> bool: ...
+    def check_len(self, n: int, what: str = "prompt") -> None: ...
+    def prompt(self, ids: Sequence[int], want: Sequence[int], on_row: Callable[[int, np.ndarray], None]) -> None: ...
+    def extend(self, tokens: Sequence[int], want: Sequence[int],
+               on_row: Callable[[int, np.ndarray], None]) -> None: ...
+    def truncate(self, n: int) -> None: ...
 
 
 @dataclass
@@ -46,24 +76,40 @@ class _Sample:
 
 
 class LocalCompletions:
-    """A :class:`~calibkit.LocalModel` behind the completions protocol.
+    """A :class:`~calibkit.LocalModel` or a :class:`~calibkit.TransformersModel` behind the completions protocol.
 
     ``complete(req)`` answers a :class:`~calibkit.api.CompletionRequest` (one choice per
     prompt, times ``n``) as the ACS API would; ``name`` is the model reported in responses.
     ``memo`` keeps echoed positions' answers for texts that share a prefix (prefix caching).
+    ``n_ctx``: the context, in tokens, of a model whose engine hands out a decoder
+    (transformers; None: the model's own length); a LocalModel has its own.
     """
 
-    def __init__(self, model: LocalModel, memo: PositionMemo | None = None):
+    def __init__(self, model: Any, memo: PositionMemo | None = None, *, n_ctx: int | None = None):
         self.model = model
         self.memo = memo if memo is not None else PositionMemo()
+        self._n_ctx = n_ctx
 
     @property
     def name(self) -> str:
         return self.model.name
 
     @property
+    def engine(self) -> DecodeEngine:
+        """The decode interface requests run on: the llama.cpp Engine itself, or the
+        :meth:`~calibkit.backends.transformers.engine.Engine.decoder` of a transformers one."""
+        eng = self.model.engine
+        decoder = getattr(eng, "decoder", None)
+        if decoder is None:
+            return eng
+        return decoder(self._n_ctx if self._n_ctx is not None else getattr(self.model, "n_ctx", None))
+
+    @property
     def n_ctx(self) -> int:
-        return self.model.n_ctx
+        n = getattr(self.model, "n_ctx", None)
+        if n is not None and self._n_ctx is None:
+            return n
+        return self.engine.n_ctx  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"LocalCompletions({self.model!r})"
@@ -78,7 +124,7 @@ class LocalCompletions:
         >>> gen.complete(req, cancel=threading.Event())   # doctest: +SKIP
         """
         req.validate()
-        eng = self.model.engine
+        eng = self.engine
         parts = []
         for prompt in req.prompts:
             _check(cancel)
@@ -86,7 +132,7 @@ class LocalCompletions:
                 parts.append(self._complete_one(eng, dataclasses.replace(req, prompt=prompt), cancel))
         return CompletionResponse.merge(parts, req.n or 1)
 
-    def _complete_one(self, eng: Engine, req: CompletionRequest,
+    def _complete_one(self, eng: DecodeEngine, req: CompletionRequest,
                       cancel: threading.Event | None = None) -> CompletionResponse:
         prompt = req.prompts[0]
         ids = eng.tokenize(prompt, True)
@@ -181,7 +227,7 @@ class LocalCompletions:
 
 
 def _generate(
-    eng: Engine,
+    eng: DecodeEngine,
     req: CompletionRequest,
     ids: list[int],
     prompt_row: np.ndarray,
