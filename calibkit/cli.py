@@ -38,6 +38,7 @@ __all__ = ["USER_ERRORS", "build_parser", "flag_words", "main", "unescape"]
 # ImportError that says what to pip install are user errors too, checked in main.)
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, APIError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+    ConnectionError,  # a --ray address with no cluster there
 )
 
 # Python argument names in library messages, and the flags that set them.

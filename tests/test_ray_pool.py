@@ -57,6 +57,18 @@ class Scripted(Backend):
         return [Continuation((c,), (-float(len(p)),)) for p, c in pairs]
 
 
+def test_a_ray_address_with_no_cluster_is_one_line_naming_the_flag() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    r = subprocess.run([sys.executable, "-m", "calibkit.cli", "score", "sentiment", "--limit", "2",
+                        "--ray", f"127.0.0.1:{port}", "--no-cache"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "could not join the Ray cluster at" in r.stderr, r.stderr
+    assert "--ray" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)

@@ -40,6 +40,7 @@ import collections
 import itertools
 import math
 import os
+import socket
 from typing import Any, Callable, Sequence
 
 from ..cache import ResponseCache
@@ -260,7 +261,16 @@ class RayPool(Backend):
                 # A local instance of its own: room for every actor, which would otherwise
                 # wait for a CPU forever (Ray counts CPUs per actor, not load).
                 extra["num_cpus"] = max(os.cpu_count() or 1, math.ceil(self.num_cpus * self.workers))
-            ray.init(address=self.address, include_dashboard=False, ignore_reinit_error=True, **extra)
+            _check_reachable(self.address)
+            try:
+                ray.init(address=self.address, include_dashboard=False, ignore_reinit_error=True, **extra)
+            except ValueError as e:
+                if not extra or "existing cluster" not in str(e):
+                    raise
+                # `ray start` runs on this machine, and ray.init joins it: its CPUs are its own
+                ray.init(include_dashboard=False, ignore_reinit_error=True)
+            except ConnectionError as e:
+                raise _no_cluster(self.address, str(e)) from None
         if any(a is None for a in self._slots):
             actor_cls = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0)(_Worker)
             for i, a in enumerate(self._slots):
@@ -364,6 +374,24 @@ class RayPool(Backend):
             _ray().kill(actor)
         except Exception:  # noqa: BLE001 - it is already dead
             pass
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail at once where a HOST:PORT address has nothing listening (ray.init would wait for minutes)."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not port.isdigit() or address.startswith(("ray://", "auto", "local")):  # type: ignore[union-attr]
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise _no_cluster(address, str(e.strerror or e)) from None
+
+
+def _no_cluster(address: str | None, why: str) -> ConnectionError:
+    return ConnectionError(
+        f"could not join the Ray cluster at {address!r} ({why}); is `ray start --head` running there? Give the "
+        "address it printed (--ray / address=), or none for a Ray instance on this machine"
+    )
 
 
 def _lost(error: BaseException, what: str) -> RuntimeError:
