@@ -156,9 +156,7 @@ def _hf_model(source: str | None, *, n_ctx: int, n_threads: int | None, device: 
     try:
         served.engine  # load the weights now, not on the first request
     except OSError as e:
-        if type(e) is not OSError:  # a missing file or a permission: already said plainly
-            raise
-        # a hub name neither cached nor reachable, an unreadable checkpoint: one line, not a traceback
+        # a hub name neither cached nor reachable, an unreadable checkpoint: one line naming the flags
         raise ValueError(f"--backend hf --model {source or 'NAME'}: {e}") from None
     return served
 

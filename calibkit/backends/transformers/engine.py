@@ -290,15 +290,8 @@ class Decoder:
         return b
 
     def top(self, x: np.ndarray, lse: float, k: int) -> dict[str, float]:
-        """The ``k`` most likely tokens of a float64 row ``x`` whose log-sum-exp is ``lse``: token
-        string -> log-probability, most likely first; equal strings count once, the more likely."""
-        d: dict[str, float] = {}
-        k = min(k, x.size)
-        if k > 0:
-            top = np.argpartition(x, -k)[-k:]
-            for t in top[np.argsort(-x[top], kind="stable")]:
-                d.setdefault(self.engine.piece(int(t)), float(x[t] - lse))
-        return d
+        """The ``k`` most likely tokens of a float64 row ``x`` whose log-sum-exp is ``lse`` (:meth:`Engine.top`)."""
+        return self.engine.top(x - lse, k) if k > 0 else {}
 
     def is_end(self, token: int) -> bool:
         """True for an end-of-generation token (EOS, and the end-of-turn tokens llama.cpp counts)."""
