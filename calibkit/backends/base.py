@@ -58,7 +58,7 @@ from typing import Any, Callable, Hashable, Sequence, TypeVar
 from ..api import APIError
 from ..cache import ResponseCache, resolve_cache
 
-__all__ = ["MISSING", "Backend", "Continuation", "IncompleteAnswers", "TopK", "check_int"]
+__all__ = ["MISSING", "Backend", "Continuation", "IncompleteAnswers", "SharedOnCopy", "TopK", "check_int"]
 
 #: Where :class:`IncompleteAnswers` has no answer for a question.
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
@@ -333,6 +333,30 @@ class Backend(ABC):
 
 
 B = TypeVar("B", bound=Backend)
+
+
+class SharedOnCopy:
+    """A backend that holds something heavy (a model in memory, a pool of actors) is shared, not copied.
+
+    scikit-learn's ``clone`` deep-copies an estimator's parameters; a copy of such a
+    backend is the backend itself. (Pickling still sends only its recipe.)
+
+    >>> import copy
+    >>> class Heavy(SharedOnCopy):
+    ...     pass
+    >>> h = Heavy()
+    >>> copy.deepcopy(h) is h and copy.copy(h) is h
+    True
+    """
+
+    def __deepcopy__(self: "S", memo: dict) -> "S":
+        return self
+
+    def __copy__(self: "S") -> "S":
+        return self
+
+
+S = TypeVar("S", bound=SharedOnCopy)
 
 
 def _strings(values: Sequence[str], name: str) -> list[str]:

@@ -44,7 +44,7 @@ import socket
 from typing import Any, Callable, Sequence
 
 from ..cache import ResponseCache
-from .base import MISSING, Backend, Continuation, IncompleteAnswers, TopK, check_int
+from .base import MISSING, Backend, Continuation, IncompleteAnswers, SharedOnCopy, TopK, check_int
 
 __all__ = ["RayPool"]
 
@@ -139,7 +139,7 @@ def _chunks(items: list[Any], size: int, key: Callable[[Any], Any] | None) -> li
     return chunks
 
 
-class RayPool(Backend):
+class RayPool(SharedOnCopy, Backend):
     """The seam's questions spread over a pool of Ray actors, each holding one backend from a recipe.
 
     Parameters
@@ -238,13 +238,6 @@ class RayPool(Backend):
 
     def __repr__(self) -> str:
         return f"RayPool({self.recipes[0]!r}, workers={self.workers}, address={self.address!r})"
-
-    # sklearn's clone deep-copies parameters: share the pool (and its actors) instead.
-    def __deepcopy__(self, memo: dict) -> "RayPool":
-        return self
-
-    def __copy__(self) -> "RayPool":
-        return self
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

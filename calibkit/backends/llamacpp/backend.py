@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 
 from ...cache import ResponseCache
-from ..base import Backend, Continuation, TopK, check_int
+from ..base import Backend, Continuation, SharedOnCopy, TopK, check_int
 from .engine import Engine, EngineKey, check_n_batch, engine_for, log_softmax_at, token_text
 from .gguf import DEFAULT_MODEL_NAME, default_model_path
 
 __all__ = ["LocalModel"]
 
 
-class LocalModel(Backend):
+class LocalModel(SharedOnCopy, Backend):
     """A GGUF model in-process; google/gemma-3-270m from its PyPI package by default.
 
     Parameters
@@ -111,13 +111,6 @@ class LocalModel(Backend):
 
     def __repr__(self) -> str:
         return f"LocalModel(name={self.name!r}, model_path={self.model_path!r})"
-
-    # sklearn's clone deep-copies parameters: share the model instead of copying it.
-    def __deepcopy__(self, memo: dict) -> "LocalModel":
-        return self
-
-    def __copy__(self) -> "LocalModel":
-        return self
 
     # -- tokens -----------------------------------------------------------------
     @property

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...cache import ResponseCache
-from ..base import Backend, Continuation, TopK, check_int
+from ..base import Backend, Continuation, SharedOnCopy, TopK, check_int
 from .checkpoint import import_torch_transformers
 from .engine import Engine, LoadKey, OutOfMemory, common_prefix, cut_cache, engine_for
 
@@ -44,7 +44,7 @@ _PADDING_SIDES = ("right", "left")
 _DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 
-class TransformersModel(Backend):
+class TransformersModel(SharedOnCopy, Backend):
     """A causal language model run by transformers; google/gemma-3-270m in float32 from the bundled GGUF by default.
 
     Parameters
@@ -160,12 +160,6 @@ class TransformersModel(Backend):
 
     def __repr__(self) -> str:
         return f"TransformersModel({self.source!r}, name={self.name!r}, device={self.device!r}, dtype={self.dtype!r})"
-
-    def __deepcopy__(self, memo: dict) -> "TransformersModel":
-        return self
-
-    def __copy__(self) -> "TransformersModel":
-        return self
 
     # -- tokens -------------------------------------------------------------------------
     @property
