@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -39,3 +40,13 @@ def test_names_load_on_first_use() -> None:
     assert set(ck.__all__) <= set(dir(ck))
     with pytest.raises(AttributeError, match="no attribute 'Scorer'"):
         ck.Scorer  # noqa: B018
+
+
+def test_the_default_install_pulls_neither_torch_nor_ray() -> None:
+    from importlib.metadata import requires
+
+    plain = [r for r in requires("calibkit") or [] if "extra ==" not in r]
+    names = {re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower() for r in plain}
+    assert names and not names & {"torch", "ray", "transformers", "accelerate", "llama-cpp-python"}, names
+    extras = {r.split("extra ==")[1].strip(" '\"") for r in requires("calibkit") or [] if "extra ==" in r}
+    assert {"hf", "ray", "local"} <= extras
