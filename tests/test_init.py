@@ -50,3 +50,13 @@ def test_the_default_install_pulls_neither_torch_nor_ray() -> None:
     assert names and not names & {"torch", "ray", "transformers", "accelerate", "llama-cpp-python"}, names
     extras = {r.split("extra ==")[1].strip(" '\"") for r in requires("calibkit") or [] if "extra ==" in r}
     assert {"hf", "ray", "local"} <= extras
+
+
+def test_the_statistics_half_imports_nothing_of_the_model_half() -> None:
+    stats = ["label_scores", "calibration", "metrics", "selective", "diagrams"]
+    code = (f"import importlib\nfor m in {stats!r}:\n    importlib.import_module('calibkit.' + m)\n"
+            "import sys, json\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('calibkit.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out.splitlines()[-1])
+    model_half = ("calibkit.backends", "calibkit.scoring", "calibkit.templates", "calibkit.api", "calibkit.cache")
+    assert not [m for m in loaded if m.startswith(model_half)], loaded
