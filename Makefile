@@ -12,7 +12,7 @@ REFS := $(VENV)/.test-references
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,plot,serve,dev,hf,ray]'
+	$(PY) -m pip install --quiet -e '.[local,plot,serve,dev,hf,ray,conformal]'
 	touch $(STAMP)
 
 # netcal, the tests' reference for binned ECE, declares CUDA torch, pyro and gpytorch

@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["PromptTemplate", "TokenizationTrap", "TokenizationWarning", "Verbalizer", "check_traps"],
                     "templates"),
 }
-_SUBMODULES = ("diagrams", "metrics", "selective")
+_SUBMODULES = ("conformal", "diagrams", "metrics", "selective")
 
 __all__ = sorted(["__version__", *_EXPORTS, *_SUBMODULES])
 
