@@ -31,16 +31,9 @@ from pathlib import Path
 import numpy as np
 
 import calibkit as ck
+from bench_scoring import DEFAULT_DATA, FORMS, TEMPLATE, load
 from rows import row
 from turns import take_turns
-
-TEMPLATE = "Review: {text}\nSentiment:"
-FORMS = {0: " negative", 1: " positive"}
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "dev.txt"
-
-
-def load(path: Path, n: int) -> list[str]:
-    return [line[2:] for line in path.read_text().splitlines()[:n]]
 
 
 def scorer(model: ck.Backend):
@@ -68,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    texts = load(args.data, args.n)
+    texts = load(args.data, args.n)[0]
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     t_ray = time.perf_counter() - t

@@ -81,6 +81,18 @@ def calibkit_scorer():
     return run
 
 
+def bare_last_row(llm, prompt: str) -> np.ndarray:
+    """The next-token log-probabilities after ``prompt`` by a bare llama_cpp.Llama: a fresh
+    decode, the last row's logits, log-softmax in float64."""
+    import llama_cpp
+
+    llm.reset()
+    llm.eval(llm.tokenize(prompt.encode(), add_bos=True))
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
+    x = logits.astype(np.float64)
+    return x - (x.max() + math.log(np.exp(x - x.max()).sum()))
+
+
 def bare_scorer(path: str):
     import llama_cpp
 
@@ -88,15 +100,7 @@ def bare_scorer(path: str):
     ids = [llm.tokenize(f.encode(), add_bos=False)[0] for f in FORMS.values()]
 
     def run(texts: list[str]) -> np.ndarray:
-        preds = []
-        for text in texts:
-            llm.reset()
-            llm.eval(llm.tokenize(TEMPLATE.format(text=text).encode(), add_bos=True))
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
-            x = logits.astype(np.float64)
-            lp = x - (x.max() + math.log(np.exp(x - x.max()).sum()))
-            preds.append(int(np.argmax(lp[ids])))
-        return np.array(preds)
+        return np.array([int(np.argmax(bare_last_row(llm, TEMPLATE.format(text=t))[ids])) for t in texts])
 
     return run
 

@@ -31,7 +31,6 @@ Settings of the two sides are printed; each figure ends in a ROW line (rows.py).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -39,22 +38,12 @@ from pathlib import Path
 import numpy as np
 
 import calibkit as ck
+from bench_scoring import AGNEWS_DATA, AGNEWS_FORMS, DEFAULT_DATA, FORMS, TEMPLATE, bare_last_row, load
 from calibkit.datasets import read_agnews
 from rows import row
 from turns import take_turns
 
-TEMPLATE = "Review: {text}\nSentiment:"
-FORMS = {0: " negative", 1: " positive"}
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2" / "dev.txt"
-AGNEWS_DATA = DEFAULT_DATA.parents[1] / "agnews" / "test.csv"
-AGNEWS_FORMS = {"World": " World", "Sports": " Sports", "Business": " Business",
-                "Sci/Tech": [" Technology", " Science and technology"]}
 AGREE_GOAL = 0.95
-
-
-def load(path: Path, n: int) -> tuple[list[str], np.ndarray]:
-    lines = path.read_text().splitlines()[:n]
-    return [line[2:] for line in lines], np.array([int(line[0]) for line in lines])
 
 
 def load_transformers() -> tuple[ck.TransformersModel, float, float | None]:
@@ -98,14 +87,7 @@ def plain_llama(path: str, prompts: list[str], flash: bool) -> np.ndarray:
     ids = [llm.tokenize(f.encode(), add_bos=False) for f in FORMS.values()]
     assert all(len(i) == 1 for i in ids), ids
     ids = [i[0] for i in ids]
-    out = np.empty((len(prompts), len(ids)))
-    for n, p in enumerate(prompts):
-        llm.reset()
-        llm.eval(llm.tokenize(p.encode(), add_bos=True))
-        x = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
-        x = x.astype(np.float64)
-        lp = x - (x.max() + math.log(np.exp(x - x.max()).sum()))
-        out[n] = lp[ids]
+    out = np.array([bare_last_row(llm, p)[ids] for p in prompts])
     llm.close()
     return out
 
