@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..base import TopK
+from ..llamacpp.engine import token_text
 from .checkpoint import check_hub_reachable, checkpoint_source, hub_error, import_torch_transformers, keep_converted
 
 __all__ = ["Decoder", "Engine", "LoadKey", "OutOfMemory", "common_prefix", "cut_cache", "engine_for"]
@@ -69,7 +70,7 @@ class Engine:
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.bos = self.tokenizer.bos_token_id
         self.ends = end_ids(self.model, self.tokenizer)
-        self._pieces: dict[int, str] = {}
+        self._pieces: dict[int, bytes] = {}
         #: The last common prefix run: (token ids, its key/value cache, batch 1).
         self.prefix: tuple[tuple[int, ...], Any] | None = None
         #: Tokens run through the model (pads not counted), and forward passes.
@@ -80,19 +81,20 @@ class Engine:
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=add_bos)["input_ids"])
 
-    def piece(self, token: int) -> str:
-        """A token's string as the embedded model writes it (a lone byte that is not UTF-8: ``bytes:\\xNN``)."""
-        s = self._pieces.get(token)
-        if s is None:
+    def piece_bytes(self, token: int) -> bytes:
+        """The bytes of one token: a byte-fallback token ``<0xNN>`` is that byte, any other its text."""
+        b = self._pieces.get(token)
+        if b is None:
             raw = self.tokenizer.convert_ids_to_tokens(token)
             m = _BYTE_TOKEN.fullmatch(raw) if isinstance(raw, str) else None
-            if m is not None:
-                b = bytes([int(m.group(1), 16)])
-                s = b.decode("utf-8") if b[0] < 0x80 else f"bytes:\\x{b[0]:02x}"
-            else:
-                s = self.tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            self._pieces[token] = s
-        return s
+            b = bytes([int(m.group(1), 16)]) if m is not None else self.tokenizer.decode(
+                [token], skip_special_tokens=False, clean_up_tokenization_spaces=False).encode("utf-8")
+            self._pieces[token] = b
+        return b
+
+    def piece(self, token: int) -> str:
+        """A token's string as the embedded model writes it (a lone byte that is not UTF-8: ``bytes:\\xNN``)."""
+        return token_text(self.piece_bytes(token))
 
     def top(self, row: np.ndarray, k: int) -> TopK:
         """The ``k`` most likely tokens of a log-probability row; equal strings count once, the more likely."""
@@ -258,11 +260,8 @@ class Decoder:
         self.bos = -1 if engine.bos is None else int(engine.bos)
         self.cached: list[int] = []  # the tokens the key/value cache holds
         self._cache: Any = None
-        self._bytes: dict[int, bytes] = {}
         tok = engine.tokenizer
-        self.ends = set(engine.ends)
-        if tok.eos_token_id is not None:
-            self.ends.add(int(tok.eos_token_id))
+        self.ends = set(engine.ends)  # EOS, and below the end-of-turn tokens
         vocab = tok.get_vocab()
         special = set(getattr(tok, "all_special_tokens", ())) | {
             str(t) for t in getattr(tok, "added_tokens_decoder", {}).values()}
@@ -279,15 +278,8 @@ class Decoder:
         return self.engine.tokenize(text, add_bos)
 
     def piece(self, token: int) -> bytes:
-        """The bytes of one token (a byte-fallback token ``<0xNN>``: that byte); its string,
-        :func:`calibkit.backends.llamacpp.engine.token_text` of them, is :meth:`Engine.piece`'s."""
-        b = self._bytes.get(token)
-        if b is None:
-            raw = self.engine.tokenizer.convert_ids_to_tokens(token)
-            m = _BYTE_TOKEN.fullmatch(raw) if isinstance(raw, str) else None
-            b = bytes([int(m.group(1), 16)]) if m is not None else self.engine.piece(token).encode("utf-8")
-            self._bytes[token] = b
-        return b
+        """The bytes of one token (:meth:`Engine.piece_bytes`)."""
+        return self.engine.piece_bytes(token)
 
     def top(self, x: np.ndarray, lse: float, k: int) -> dict[str, float]:
         """The ``k`` most likely tokens of a float64 row ``x`` whose log-sum-exp is ``lse`` (:meth:`Engine.top`)."""
