@@ -48,7 +48,7 @@ class Scripted(Backend):
             raise ValueError(f"the prompt {prompts!r} went boom")
         answers = [{" yes": -0.1 * len(p), " no": math.log(0.5)} for p in prompts]
         if any("partial" in p for p in prompts):
-            # this class travels by value, with a copy of MISSING that the pool knows as MISSING
+            # this class travels by value; MISSING, pickled by name, is MISSING in the actor
             answers = [MISSING if "partial" in p else a for p, a in zip(prompts, answers)]
             raise IncompleteAnswers(answers, APIError("503 upstream overloaded", status_code=503))
         return answers

@@ -61,7 +61,15 @@ from ..cache import ResponseCache, resolve_cache
 __all__ = ["MISSING", "Backend", "Continuation", "IncompleteAnswers", "SharedOnCopy", "TopK", "check_int"]
 
 #: Where :class:`IncompleteAnswers` has no answer for a question.
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:  # pickled by name: an unpickled MISSING is MISSING (Ray's actors send it back)
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
 
 
 class IncompleteAnswers(Exception):

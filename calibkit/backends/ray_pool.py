@@ -73,23 +73,16 @@ class _Worker:
     def ask(self, question: str, items: list[Any], k: int | None) -> tuple[str, Any]:
         """("ok", answers), or ("partial", ({position: answer}, cause, failed positions)).
 
-        IncompleteAnswers does not survive pickling (its arguments are not its args, and
-        MISSING is not MISSING once unpickled), so it travels as a tuple of what came;
-        any other exception travels as Ray's RayTaskError.
+        IncompleteAnswers does not survive pickling (its arguments are not its args), so it
+        travels as a tuple of what came; any other exception travels as Ray's RayTaskError.
         """
         try:
             if question == "top_k":
                 return "ok", self.backend._answer_top_k(items, k)
             return "ok", self.backend._answer_continuations(items)
         except IncompleteAnswers as e:
-            came = {i: a for i, a in enumerate(e.answers) if not _missing(a)}
+            came = {i: a for i, a in enumerate(e.answers) if a is not MISSING}
             return "partial", (came, e.cause, e.failed)
-
-
-def _missing(answer: Any) -> bool:
-    """MISSING, or a copy of it that came with a backend class pickled by value."""
-    t = type(answer)
-    return answer is MISSING or (t.__qualname__ == "Missing" and t.__module__ == type(MISSING).__module__)
 
 
 def _recipe(backend: Backend) -> tuple[type, dict[str, Any]]:
