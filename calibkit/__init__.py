@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(["plot_reliability", "plot_reliability_grid", "reliability_data"], "diagrams"),
     **dict.fromkeys(["LogprobClassifier", "LogprobVectorizer", "make_calibrator"], "estimator"),
+    **dict.fromkeys(["FormSearch", "search_forms"], "form_search"),
     **dict.fromkeys(["LabelScores", "read_scores", "write_scores"], "label_scores"),
     **dict.fromkeys(
         ["TokenizationError", "content_free_scores", "domain_context_scores", "random_domain_texts", "score"],

@@ -166,8 +166,9 @@ def make_calibrator(
     """A calibrator by name (see :data:`CALIBRATIONS`); ``"a+b"`` chains them in a Pipeline.
 
     "contextual" takes the scores of content-free inputs from ``content_free``, or
-    obtains them through ``backend``, ``template`` and ``verbalizer``; "domain" needs
-    those three and in-domain ``texts``; ``method`` and ``k`` say how they are scored.
+    obtains them through ``backend``, ``template`` and ``verbalizer``; "domain" takes
+    the scores of its random in-domain strings from ``content_free``, or needs those
+    three and in-domain ``texts``; ``method`` and ``k`` say how they are scored.
 
     A chain is checked before anything is made or scored (:func:`check_calibration`):
     at most one prior correction, then one scaling, then one binning. Each step but the
@@ -215,6 +216,8 @@ def make_calibrator(
         return simple[name](classes=classes)
     if name == "contextual" and content_free is not None:
         return ContextualCalibration(content_free=content_free, classes=classes)
+    if name == "domain" and content_free is not None:
+        return DomainContextCalibration(content_free=content_free, classes=classes)
     if backend is None or template is None or verbalizer is None:
         raise ValueError(
             f"the {name!r} calibration scores content-free inputs through the model: "
