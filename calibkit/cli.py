@@ -64,6 +64,7 @@ _FLAGS = {
     "metrics": "--metrics",
     "calibrators": "--calibrators",
     "calibration": "--calibrators",
+    "baseline": "--baseline",
 }
 _PY_NAME = re.compile(r"(?<![\w\-.])(" + "|".join(sorted(_FLAGS, key=len, reverse=True)) + r")(=|(?= <=))(\S?)")
 
@@ -99,7 +100,7 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
-def _backend_args(p: argparse.ArgumentParser, *, ray: bool = False) -> None:
+def _backend_args(p: argparse.ArgumentParser, *, ray: bool = False, several: bool = False) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--api-base",
@@ -110,9 +111,10 @@ def _backend_args(p: argparse.ArgumentParser, *, ray: bool = False) -> None:
     g.add_argument("--backend", choices=("local", "hf"), default=None,
                    help="the model in-process: local, llama.cpp over a GGUF (the default), or hf, transformers "
                         "over a checkpoint folder, a .gguf file or a hub name (pip install 'calibkit[hf]')")
-    g.add_argument("--model", metavar="NAME",
+    g.add_argument("--model", metavar="NAME", action="append" if several else "store",
                    help="model name at the API; with --backend local a GGUF path, with --backend hf a checkpoint "
-                        "folder, .gguf file or hub name (default: the bundled gemma-3-270m)")
+                        "folder, .gguf file or hub name (default: the bundled gemma-3-270m)"
+                        + ("; repeat to compare several" if several else ""))
     g.add_argument("--device", metavar="DEVICE",
                    help="with --backend hf: a torch device, e.g. cpu, cuda, cuda:1 (default: CUDA where there is a GPU)")
     g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "float64"),
@@ -242,7 +244,7 @@ DEFAULT_CALIBRATORS = "contextual,batch,temperature,contextual+temperature"
 DEFAULT_METRICS = ("accuracy", "nll", "brier", "ece", "smooth_ece")
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _data_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
     from .datasets.formats import FORMATS
 
     g = p.add_argument_group("data")
@@ -258,10 +260,13 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shuffle", action="store_true", help="with --limit: a random sample of N rows (--seed)")
     g.add_argument("--stratify", action="store_true",
                    help="with --limit: a random sample of N rows with each class in its share of the data (--seed)")
-    g.add_argument("--template", help="prompt template overriding the data set's, e.g. 'Review: {text}\\nSentiment:' "
-                                      "(\\n, \\t and \\\\ are read as newline, tab and backslash)")
-    g.add_argument("--verbalizer", metavar="JSON",
-                   help='classes to surface forms overriding the data set\'s, e.g. \'{"neg": " negative", "pos": " positive"}\'')
+    again = "; repeat to compare several" if several else ""
+    g.add_argument("--template", action="append" if several else "store",
+                   help="prompt template overriding the data set's, e.g. 'Review: {text}\\nSentiment:' "
+                        f"(\\n, \\t and \\\\ are read as newline, tab and backslash){again}")
+    g.add_argument("--verbalizer", metavar="JSON", action="append" if several else "store",
+                   help='classes to surface forms overriding the data set\'s, e.g. \'{"neg": " negative", "pos": '
+                        f'" positive"}}\'{again}')
     g.add_argument("--drop-missing", action="store_true",
                    help="drop the rows with no text (an empty cell) or no label, saying how many; without it "
                         "such rows are an error naming their lines")
@@ -493,14 +498,19 @@ def _evaluate(scores, y: list, calibrators: dict, classes: list, args: argparse.
 
 
 def _finish_report(ev, out: str, title: str) -> None:
+    """Write the report of an Evaluation or a Comparison; print its table and where it is."""
     os.environ.setdefault("MPLBACKEND", "Agg")
-    from .report import write_report
+    from .comparison import Comparison
+    from .report import write_comparison_report, write_report
 
     _say(f"writing the report to {out}")
-    folder = write_report(ev, out, title=title)
+    write = write_comparison_report if isinstance(ev, Comparison) else write_report
+    folder = write(ev, out, title=title)
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
+    wide = ("display.width", 250, "display.max_columns", 40, "display.max_colwidth", 60) if write is not write_report \
+        else ("display.width", 200, "display.max_columns", 20)
+    with pd.option_context(*wide):
         print(ev.formatted().to_string())
     print(f"\nreport: {folder / 'index.html'}")
 
@@ -571,29 +581,186 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         "held-out rest (accuracy, NLL, Brier, ECE, smooth ECE, each with a bootstrap interval; --metrics "
         "chooses) and write a report folder: metrics.csv, metrics.md, probabilities.csv (with each calibrator's "
         "prediction), confusion_matrix.csv, evaluation.json (the settings), reliability diagrams (PNG, per class "
-        "too for more than two classes) and index.html. With no arguments: the embedded model on the bundled sentiment set.",
+        "too for more than two classes) and index.html. With no arguments: the embedded model on the bundled sentiment set.\n\n"
+        "A study: repeat --template, --verbalizer or --model, and every template × verbalizer × model is scored "
+        "once (the response cache makes reruns free) and compared on the same held-out examples in one report: "
+        "comparison.csv and comparison.md (each metric with its interval, its paired difference from --baseline "
+        "with a paired bootstrap interval, the coverage and size of conformal sets at --alpha, AURC), "
+        "probabilities.csv, evaluation.json, risk_coverage.png, reliability.png and index.html. --baseline or "
+        "--alpha make that report for one configuration too. --config FILE.toml says the same as the flags, "
+        "for a study that lives in a repository; flags given on the command line win over the file.",
         epilog="examples:\n  calibkit eval\n  calibkit eval ../shared/data/sst2/dev.txt --limit 300 "
-        "--calibrators contextual,temperature\n  calibkit eval agnews.csv --api-base $ACS_API_BASE --model llama-8b",
+        "--calibrators contextual,temperature\n  calibkit eval agnews.csv --api-base $ACS_API_BASE --model llama-8b\n"
+        "  calibkit eval sentiment --template 'Review: {text}\\nSentiment:' --template '{text}\\nThe review is' "
+        "--calibrators temperature,contextual\n  calibkit eval --config study.toml\n\n"
+        "a study file (TOML; paths in it are relative to its folder):\n"
+        '  dataset = "sentiment"\n  limit = 200\n  stratify = true\n  calibrators = ["contextual", "temperature"]\n'
+        '  baseline = "plain"          # a configuration (its uncalibrated row) or a row, e.g. "plain · temperature"\n'
+        '  [templates]\n  plain = "Review: {text}\\nSentiment:"\n  question = "{text}\\nWas that review positive '
+        'or negative? Answer:"\n  [verbalizers.words]\n  negative = " negative"\n  positive = " positive"\n\n'
+        f"the file's keys: {', '.join(_CONFIG_KEYS)}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _data_args(p)
+    _data_args(p, several=True)
     _report_args(p)
+    g = p.add_argument_group("comparing configurations")
+    g.add_argument("--baseline", metavar="NAME",
+                   help="the row the others are compared with (paired differences): a configuration, e.g. t2 "
+                        "(its uncalibrated row), or a row, e.g. 't1 · v1 · gemma-3-270m · temperature' ('/' may stand "
+                        "for ' · '; parts that the rest make clear may be left out); default: the first "
+                        "configuration, uncalibrated")
+    g.add_argument("--alpha", type=float, metavar="A",
+                   help="the conformal sets' miss rate: each set holds the true class for at least 1 - A of examples "
+                        "(default 0.1; pip install 'calibkit[conformal]')")
+    g.add_argument("--config", metavar="FILE.toml",
+                   help="read the study from a TOML file whose keys are the flags' names (templates, verbalizers, "
+                        "models in the plural, each a list or a table of name = value); flags given here win")
     _seed_arg(p)
-    _backend_args(p, ray=True)
-    p.set_defaults(func=_cmd_eval)
+    _backend_args(p, ray=True, several=True)
+    # Flags given on the command line win over --config's file, and the file over the defaults:
+    # so the parser leaves a flag not given as None, and _eval_settings fills it in.
+    for dest in _CONFIG_KEYS.values():
+        _EVAL_DEFAULTS[dest] = p.get_default(dest)
+    p.set_defaults(func=_cmd_eval, **{dest: None for dest in _CONFIG_KEYS.values()})
+
+
+# The keys of an eval --config file, and the flags' destinations they set.
+_CONFIG_KEYS = {
+    "dataset": "dataset", "format": "format", "text_column": "text_column", "label_column": "label_column",
+    "limit": "limit", "shuffle": "shuffle", "stratify": "stratify", "drop_missing": "drop_missing",
+    "templates": "template", "verbalizers": "verbalizer", "method": "method", "k": "k",
+    "calibrators": "calibrators", "calibration_fraction": "calibration_fraction", "bootstrap": "bootstrap",
+    "metrics": "metrics", "out": "out", "baseline": "baseline", "alpha": "alpha", "seed": "seed",
+    "models": "model", "api_base": "api_base", "backend": "backend",
+}
+_EVAL_DEFAULTS: dict[str, object] = {}
+_CHOICES = {"method": ("auto", "topk", "exact"), "backend": ("local", "hf")}
+
+
+def _eval_settings(args: argparse.Namespace) -> None:
+    """Fill in what the command line left out: from --config's file, then the defaults."""
+    args.template_names = args.verbalizer_names = None
+    if args.config:
+        _read_config(args)
+    for dest, default in _EVAL_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+
+
+def _read_config(args: argparse.Namespace) -> None:
+    import json
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError("--config reads TOML: on Python 3.10, pip install tomli") from None
+    path = Path(args.config)
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"--config {path} is not TOML: {e}") from None
+    where = f"--config {path}"
+    unknown = [k for k in table if k not in _CONFIG_KEYS]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {', '.join(map(repr, unknown))}; the keys are: {', '.join(_CONFIG_KEYS)}")
+
+    def kind(key: str, value, types, what: str):
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise ValueError(f"{where}: {key} must be {what} (got {value!r})")
+        return value
+
+    def strings(key: str, value) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value
+        raise ValueError(f"{where}: {key} must be a string or a list of strings (got {value!r})")
+
+    def named(key: str, value, item) -> tuple[list, list[str] | None]:
+        """A list of values (named later, t1, t2 ...), or a table of name = value."""
+        if isinstance(value, dict) and value and all(isinstance(v, (str, dict)) for v in value.values()) \
+                and not (key == "verbalizers" and not any(isinstance(v, dict) for v in value.values())):
+            return [item(f"{key}.{n}", v) for n, v in value.items()], [str(n) for n in value]
+        if isinstance(value, list) and value:
+            return [item(f"{key}[{i}]", v) for i, v in enumerate(value)], None
+        if key == "verbalizers" and isinstance(value, dict) and value:  # one verbalizer, as a table
+            return [item(key, value)], None
+        if isinstance(value, str):
+            return [item(key, value)], None
+        raise ValueError(f"{where}: {key} must be a list, or a table of name = value (got {value!r})")
+
+    def template(key: str, value) -> str:
+        return kind(key, value, (str,), "a template string, e.g. \"Review: {text}\\nSentiment:\"")
+
+    def verbalizer(key: str, value) -> str:
+        if isinstance(value, dict):
+            return json.dumps(value)
+        return kind(key, value, (str,), 'a table of class = form(s), e.g. {negative = " negative", positive = '
+                                        '" positive"}, or that as a JSON string')
+
+    base = path.parent
+    for key, value in table.items():
+        dest = _CONFIG_KEYS[key]
+        if getattr(args, dest) is not None:
+            continue  # the command line's
+        if key in ("limit", "k", "bootstrap", "seed"):
+            value = kind(key, value, (int,), "an integer")
+        elif key in ("alpha", "calibration_fraction"):
+            value = float(kind(key, value, (int, float), "a number"))
+        elif key in ("shuffle", "stratify", "drop_missing"):
+            value = kind(key, value, (bool,), "true or false")
+        elif key in ("calibrators", "metrics"):
+            value = ",".join(strings(key, value))
+        elif key == "text_column":
+            value = strings(key, value)
+        elif key == "models":
+            value = strings(key, value)
+        elif key == "templates":
+            value, args.template_names = named(key, value, template)
+        elif key == "verbalizers":
+            value, args.verbalizer_names = named(key, value, verbalizer)
+        else:
+            value = kind(key, value, (str,), "a string")
+            if key in _CHOICES and value not in _CHOICES[key]:
+                raise ValueError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])} (got {value!r})")
+            if key == "out" or (key == "dataset" and (base / value).is_file()):
+                value = str(base / value)
+        setattr(args, dest, value)
+
+
+def _with(args: argparse.Namespace, **values) -> argparse.Namespace:
+    """A copy of args with some values changed."""
+    return argparse.Namespace(**{**vars(args), **values})
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .report import slug
-    from .scoring import score
-
+    _eval_settings(args)
     _check_report_args(args)
-    ds = _load(args)
-    y = _labels(ds)
+    templates, verbalizers, models = args.template or [None], args.verbalizer or [None], args.model or [None]
+    if len(templates) * len(verbalizers) * len(models) > 1 or args.baseline is not None or args.alpha is not None:
+        return _eval_study(args, templates, verbalizers, models)
+    return _eval_one(_with(args, template=templates[0], verbalizer=verbalizers[0], model=models[0]))
+
+
+def _two_classes(y: list, args: argparse.Namespace) -> None:
     if len({repr(v) for v in y}) < 2:
         raise ValueError(f"all {len(y)} examples are labelled {y[0]!r}, and calibrating needs two classes or more"
                          + (": --limit took the first rows; add --shuffle or --stratify"
                             if args.limit and not (args.shuffle or args.stratify) else ""))
+
+
+def _eval_one(args: argparse.Namespace) -> int:
+    """One template × verbalizer × model: the calibration report."""
+    from .report import slug
+    from .scoring import score
+
+    ds = _load(args)
+    y = _labels(ds)
+    _two_classes(y, args)
     backend = _backend(args)
     _check_k(args, backend)
     classes = list(ds.verbalizer.classes)
@@ -611,6 +778,125 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("reports", slug(os.path.basename(str(ds.name))))
     _finish_report(ev, out, f"calibkit eval: {ds.name}")
     return 0
+
+
+def _eval_study(args: argparse.Namespace, templates: list, verbalizers: list, models: list) -> int:
+    """Every template × verbalizer × model, each scored once, compared in one report."""
+    import importlib.util
+    import io
+    import itertools
+    import json
+
+    from .comparison import SEPARATOR, baseline_row, compare
+    from .report import slug
+    from .scoring import score
+
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha must lie between 0 and 1: the conformal sets miss the truth at most that often "
+                         f"(got {args.alpha}; 0.1 is usual)")
+    alpha = 0.1 if args.alpha is None else args.alpha
+    if importlib.util.find_spec("mapie") is None:
+        raise ImportError("the comparison's conformal sets (--alpha) are MAPIE's: pip install 'calibkit[conformal]'")
+
+    def verbalizer_key(v):
+        try:
+            return json.dumps(json.loads(v), sort_keys=True)
+        except (TypeError, json.JSONDecodeError):
+            return v  # not JSON: _load says so, naming --verbalizer
+
+    for flag, values in (("--template", [unescape(t) for t in templates if t is not None]),
+                         ("--verbalizer", [verbalizer_key(v) for v in verbalizers if v is not None]),
+                         ("--model", [m for m in models if m is not None])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"{flag} {twice[0]!r} is given twice; give each once")
+    t_names = args.template_names or [f"t{i}" for i in range(1, len(templates) + 1)]
+    v_names = args.verbalizer_names or [f"v{i}" for i in range(1, len(verbalizers) + 1)]
+
+    # Every pair's data, loaded (and its flags checked) before any model is touched.
+    data: dict[tuple[str, str], object] = {}
+    y = classes = None
+    for (tn, t), (vn, v) in itertools.product(zip(t_names, templates), zip(v_names, verbalizers)):
+        quiet = contextlib.redirect_stderr(io.StringIO()) if data else contextlib.nullcontext()  # said once
+        ns = _with(args, template=t, verbalizer=v)
+        try:
+            with quiet:
+                ds = _load(ns)
+            labels = _labels(ds)
+        except ValueError as e:
+            raise ValueError(f"{tn}{SEPARATOR}{vn}: {e}") from None
+        if y is None:
+            y, classes, sample = labels, list(ds.verbalizer.classes), ns.sample
+            _two_classes(y, args)
+        elif list(ds.verbalizer.classes) != classes:
+            raise ValueError(f"--verbalizer {vn} has the classes {list(ds.verbalizer.classes)} and {v_names[0]} "
+                             f"{classes}; the configurations of a comparison score the same classes, in one order")
+        elif [repr(v) for v in labels] != [repr(v) for v in y]:
+            raise ValueError(f"{tn}{SEPARATOR}{vn} reads other rows than {t_names[0]}{SEPARATOR}{v_names[0]} "
+                             "(--drop-missing drops the rows missing a template's fields); compare templates of "
+                             "the same fields, or fill the missing values in")
+        data[(tn, vn)] = ds
+
+    # The models' names; the default model's is known once it is loaded.
+    first = _backend(_with(args, model=None)) if models == [None] else None
+    m_names = _model_names(models, first)
+    cal_names = [n.strip() for n in args.calibrators.split(",") if n.strip()]
+    configs = [(tn, vn, mn) for mn in m_names for (tn, vn) in data]
+    baseline = args.baseline
+    if baseline is not None:
+        baseline = baseline if "·" in baseline else baseline.replace("/", SEPARATOR)
+    base = baseline_row(baseline, {c: cal_names for c in configs})
+
+    scores, cals, masses, about_models = {}, {}, {}, {}
+    for m, mn in zip(models, m_names):
+        backend = first or _backend(_with(args, model=m))
+        first = None
+        _check_k(args, backend)
+        about_models[mn] = {"model": backend.model_name, "settings": backend.identity}
+        for (tn, vn), ds in data.items():
+            config = (tn, vn, mn)
+            texts = [str(v) for f in ds.fields for v in ds.frame[f]]
+            cals[config] = _calibrators(args.calibrators, classes, backend=backend, template=ds.template,
+                                        verbalizer=ds.verbalizer, texts=texts, method=args.method, k=args.k)
+            _say(f"scoring {len(ds.frame)} examples: {SEPARATOR.join(config)} (--method {args.method})")
+            s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method, k=args.k)
+            scores[config] = s
+            masses[SEPARATOR.join(config)] = f"{float(np.median(s.label_mass)):.4g}"
+        del backend
+    name = next(iter(data.values())).name
+    info = {
+        "data": name, "sample": sample, "method": args.method,
+        "templates": {tn: data[(tn, v_names[0])].template.template for tn in t_names},
+        "verbalizers": {vn: data[(t_names[0], vn)].verbalizer.mapping for vn in v_names},
+        "models": about_models, "median label mass": masses,
+    }
+    _say(f"fitting {len(cal_names)} calibrator(s) on {len(configs)} configuration(s), bootstrapping "
+         f"{', '.join(args.metrics)} and their differences from {base} (--bootstrap {args.bootstrap}, --metrics to "
+         f"choose), conformal sets at --alpha {alpha:g}")
+    cmp = compare(scores, y, cals, classes=classes, factors=["template", "verbalizer", "model"], baseline=base,
+                  calibration_fraction=args.calibration_fraction, seed=args.seed, n_boot=args.bootstrap,
+                  metrics=args.metrics, alpha=alpha, info=info)
+    print(f"{name}: {len(y)} examples ({cmp.info['n_calibration']} to calibrate, {cmp.info['n_evaluation']} held "
+          f"out), {len(configs)} configuration(s) × {len(cal_names) + 1} calibrators (uncalibrated too); "
+          f"baseline {base}")
+    out = args.out or os.path.join("reports", slug(os.path.basename(str(name))))
+    _finish_report(cmp, out, f"calibkit eval: {name}")
+    return 0
+
+
+def _model_names(models: list, loaded) -> list[str]:
+    """Short, distinct names of the --model values (a path's file name without .gguf, a hub
+    name's last part), or the loaded default model's."""
+    names = []
+    for m in models:
+        full = loaded.model_name if m is None else m
+        short = Path(str(full).rstrip("/")).name
+        short = short[: -len(".gguf")] if short.lower().endswith(".gguf") else short
+        base, k = short or "model", 2
+        while short in names:
+            short, k = f"{base}-{k}", k + 1
+        names.append(short)
+    return names
 
 
 # -- calibrate -------------------------------------------------------------------------

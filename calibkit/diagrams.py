@@ -41,7 +41,7 @@ from .metrics import (
 
 __all__ = [
     "ReliabilityData", "reliability_data", "classwise_reliability_data", "proportion_interval", "plot_reliability",
-    "plot_reliability_grid", "plot_classwise_reliability", "pyplot",
+    "plot_reliability_grid", "plot_classwise_reliability", "plot_risk_coverage", "pyplot",
 ]
 
 INTERVALS = ("wilson", "clopper-pearson")
@@ -352,6 +352,38 @@ def plot_classwise_reliability(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_risk_coverage(curves: Mapping[str, Any], *, ax: Any = None, title: str | None = None):
+    """Risk-coverage curves, one step line per entry; returns the Axes.
+
+    ``curves`` maps a name to what :func:`calibkit.selective.risk_coverage` returns (the
+    data; this only draws it): the error rate among the accepted examples against the
+    share accepted, the surest first. Lower is better; the area under each is its AURC.
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from calibkit.selective import risk_coverage
+    >>> ax = plot_risk_coverage({"a": risk_coverage([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])})
+    >>> ax.get_xlabel(), [t.get_text() for t in ax.get_legend().get_texts()]
+    ('coverage (share of examples answered)', ['a'])
+    """
+    if not curves:
+        raise ValueError("curves is empty; map each name to selective.risk_coverage(y, p).")
+    plt = pyplot()
+    if ax is None:
+        fig = plt.figure(figsize=(6.4, 4.4), layout="constrained")
+        ax = fig.subplots()
+    for name, c in curves.items():
+        # a step curve: the risk at coverage c holds from the previous point's coverage up to c
+        ax.step(np.r_[0.0, c.coverage], np.r_[c.risk[:1], c.risk], where="pre", lw=1.4, label=name)
+    ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage (share of examples answered)",
+           ylabel="risk (error rate among the answered)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.85)
+    if title:
+        ax.set_title(title)
+    return ax
 
 
 def _panel_grid(panels: Mapping[str, ReliabilityData], ncols: int | None):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["PROGRESS_DELAY", "progress_bar"]
+__all__ = ["PROGRESS_DELAY", "describe", "progress_bar"]
 
 #: Seconds a piece of work lasts before its bar appears (with ``progress=None``).
 PROGRESS_DELAY = 2.0
@@ -32,3 +32,10 @@ def progress_bar(total: int | float, progress: bool | None, *, desc: str | None 
     else:
         delay = 0.0
     return tqdm(total=total, desc=desc, unit=unit, delay=delay, disable=not progress, **{"leave": False, **options})
+
+
+def describe(bar: Any, text: str) -> None:
+    """Say on ``bar`` what is being done; redraw now only if the bar is already shown."""
+    bar.set_description_str(text, refresh=False)
+    if not bar.disable and bar.format_dict["elapsed"] >= bar.delay:
+        bar.refresh()

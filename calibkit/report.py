@@ -5,7 +5,9 @@ fits each calibrator on the first and measures it on the second, every chosen me
 with a seeded bootstrap interval. :func:`write_report` writes the table (CSV and
 Markdown), the held-out probabilities and predictions, reliability diagrams (PNG;
 one-vs-rest per class too when there are more than two classes), confusion matrices,
-evaluation.json and an index.html that shows them together.
+evaluation.json and an index.html that shows them together. :func:`write_comparison_report`
+writes the report of a :class:`calibkit.comparison.Comparison` (several configurations and
+calibrators on the same held-out examples, with paired differences against a baseline).
 
 Example
 -------
@@ -26,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,10 +37,13 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import train_test_split
 
 from . import metrics as M
-from .progress import progress_bar
+from .progress import describe, progress_bar
 from .version import __version__
 
-__all__ = ["Evaluation", "evaluate", "write_report", "METRICS"]
+if TYPE_CHECKING:
+    from .comparison import Comparison
+
+__all__ = ["Evaluation", "evaluate", "write_report", "write_comparison_report", "METRICS", "metric_names", "split"]
 
 #: Metric name -> (function, keyword arguments): the columns of the report.
 METRICS: dict[str, tuple[Any, dict[str, Any]]] = {
@@ -146,7 +151,7 @@ def evaluate(
     >>> list(ev.table.columns), ev.info["verbalizer"][1], "calibkit version" in ev.info
     (['nll', 'nll_low', 'nll_high'], [' b'], True)
     """
-    chosen = _metric_names(metrics)
+    chosen = metric_names(metrics)
     logp = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=object)
     if logp.ndim != 2 or logp.shape[0] != len(y):
@@ -160,17 +165,13 @@ def evaluate(
     if unknown:
         raise ValueError(f"labels {', '.join(unknown[:5])} are not among the classes {classes}")
     labels = np.array([classes.index(v) for v in y])
-    counts = np.bincount(labels, minlength=len(classes))
-    stratify = labels if (counts[counts > 0] >= 2).all() else None
-    idx_cal, idx_eval = train_test_split(
-        np.arange(len(y)), train_size=calibration_fraction, random_state=seed, stratify=stratify
-    )
+    idx_cal, idx_eval = split(labels, calibration_fraction, seed)
     y_cal, y_eval = labels[idx_cal], labels[idx_eval]
     probs = {"uncalibrated": M.to_probs(logp[idx_eval], input="logprobs")}
     with progress_bar((len(calibrators) + 1) * len(chosen) * n_boot, progress, desc="calibkit", unit="resample",
                       leave=True, dynamic_ncols=True) as bar:
         for name, cal in calibrators.items():
-            _say(bar, f"fitting {name}")
+            describe(bar, f"fitting {name}")
             fitted = clone(cal).fit(logp[idx_cal], np.array(classes, dtype=object)[y_cal].tolist())
             probs[name] = np.asarray(fitted.predict_proba(logp[idx_eval]))
         rows = []
@@ -178,7 +179,7 @@ def evaluate(
             row: dict[str, Any] = {"calibrator": name}
             for m in chosen:
                 fn, kw = METRICS[m]
-                _say(bar, f"bootstrap {m} @ {name}")
+                describe(bar, f"bootstrap {m} @ {name}")
                 r = M.bootstrap(fn, y_eval, p, n_boot=n_boot, level=level, seed=seed, callback=bar.update, **kw)
                 row[m], row[f"{m}_low"], row[f"{m}_high"] = r.estimate, r.low, r.high
             rows.append(row)
@@ -193,7 +194,21 @@ def evaluate(
     return Evaluation(table=table, probs=probs, y=y_eval, classes=classes, rows=idx_eval, info=meta, metrics=chosen)
 
 
-def _metric_names(metrics: Sequence[str] | None) -> list[str]:
+def split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a seeded split of ``labels`` (column indices) into a ``fraction`` part and the rest,
+    stratified by label where every class present has at least two rows.
+
+    >>> a, b = split(np.array([0, 0, 1, 1, 0, 1]), 0.5, seed=0)
+    >>> sorted(np.r_[a, b].tolist()), len(a)
+    ([0, 1, 2, 3, 4, 5], 3)
+    """
+    counts = np.bincount(labels)
+    stratify = labels if (counts[counts > 0] >= 2).all() else None
+    first, rest = train_test_split(np.arange(len(labels)), train_size=fraction, random_state=seed, stratify=stratify)
+    return first, rest
+
+
+def metric_names(metrics: Sequence[str] | None) -> list[str]:
     """The chosen metric names, checked against METRICS, in the order given, without repeats."""
     if metrics is None:
         return list(METRICS)
@@ -207,14 +222,7 @@ def _metric_names(metrics: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _say(bar: Any, text: str) -> None:
-    """Say on the bar what is being done; redraw now only if the bar is already shown."""
-    bar.set_description_str(text, refresh=False)
-    if not bar.disable and bar.format_dict["elapsed"] >= bar.delay:
-        bar.refresh()
-
-
-_PAGE = """<!doctype html>
+_HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
@@ -229,7 +237,9 @@ img {{ max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }}
 .small {{ color: #666; font-size: 90%; }}
 </style></head><body>
 <h1>{title}</h1>
-{about}
+"""
+
+_PAGE = _HEAD + """{about}
 <h2>Metrics on the held-out examples</h2>
 <p class="small">Each value with its {level:.0%} bootstrap interval ({boot} resamples, seed {seed}).
 {notes}</p>
@@ -299,14 +309,14 @@ def write_report(
     singles, per_class = [], []
     with progress_bar(1 + len(ev.probs) * (2 if classwise else 1), progress, desc="calibkit", unit="figure",
                       leave=True, dynamic_ncols=True) as bar:
-        _say(bar, "drawing reliability.png")
+        describe(bar, "drawing reliability.png")
         fig = plot_reliability_grid(ev.y, ev.probs, ncols=min(len(ev.probs), 4))
         fig.savefig(out / "reliability.png", dpi=110)
         plt.close(fig)
         bar.update()
         for name, p in ev.probs.items():
             fname = f"reliability_{stems[name]}.png"
-            _say(bar, f"drawing {fname}")
+            describe(bar, f"drawing {fname}")
             fig = plt.figure(figsize=(4.5, 5.5), layout="constrained")
             ax, hist_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
             plot_reliability(reliability_data(ev.y, p), ax=ax, hist_ax=hist_ax, title=name)
@@ -316,7 +326,7 @@ def write_report(
             singles.append(f'<img src="{fname}" alt="reliability diagram: {html.escape(name)}" width="360">')
             if classwise:
                 fname = f"reliability_classwise_{stems[name]}.png"
-                _say(bar, f"drawing {fname}")
+                describe(bar, f"drawing {fname}")
                 data = classwise_reliability_data(labels, p, classes=ev.classes)
                 fig = plot_classwise_reliability(data, ncols=min(len(ev.classes), 4),
                                                  title=f"{name}: each class against the rest")
@@ -345,6 +355,116 @@ def write_report(
                               else "Lower is better."]),
             table=shown.to_html(escape=True), singles="\n".join(singles), classwise=classwise_html,
             confusion=confusion,
+        )
+    )
+    return out
+
+
+_COMPARISON_PAGE = _HEAD + """{about}
+<h2>Metrics on the held-out examples</h2>
+<p class="small">{n_eval} held-out examples, the same for every row. Each value with its {level:.0%} bootstrap
+interval ({boot} resamples, seed {seed}). {notes}</p>
+{metrics}
+<p><a href="comparison.csv">comparison.csv</a> (every number) · <a href="comparison.md">comparison.md</a> ·
+<a href="probabilities.csv">probabilities.csv</a> (with each row's predicted class) ·
+<a href="evaluation.json">evaluation.json</a></p>
+<h2>Paired differences against the baseline</h2>
+<p>Baseline: <strong>{baseline}</strong>. Each row's metric less the baseline's, on the same held-out examples,
+with a {level:.0%} paired bootstrap interval (the same resamples for both; {boot} resamples, seed {seed}).
+An interval that excludes 0 means the two differ at that level.</p>
+{differences}
+{conformal}
+<h2>Selective prediction: risk-coverage curves</h2>
+<p class="small">Answer the surest examples first (by top-label probability): the error rate among those
+answered, against the share answered. AURC, the area under the curve: lower is better.</p>
+<img src="risk_coverage.png" alt="risk-coverage curves of every row">
+{aurc}
+<h2>Reliability diagrams</h2>
+<img src="reliability.png" alt="reliability diagrams of every row">
+</body></html>
+"""
+
+_CONFORMAL = """<h2>Conformal prediction sets</h2>
+<p>Split-conformal sets at alpha = {alpha:g} ({method}, by MAPIE), which should hold the true class for at least
+{target:.0%} of examples: calibrated on {n_cal} of the held-out examples and measured on the other {n_test}
+(the same for every row). Coverage with its {level:.0%} Clopper-Pearson interval; set size, the mean number of
+classes in a set (smaller is more informative at the same coverage).</p>
+{table}
+"""
+
+
+def write_comparison_report(
+    cmp: Comparison, folder: str | Path, *, title: str = "calibkit comparison", progress: bool | None = None
+) -> Path:
+    """Write a :class:`calibkit.comparison.Comparison`'s report folder and return it.
+
+    comparison.csv (every number of ``cmp.table``), comparison.md (``cmp.formatted()``),
+    probabilities.csv, evaluation.json (``cmp.info``), risk_coverage.png (every row's
+    risk-coverage curve), reliability.png (every row's reliability diagram) and
+    index.html: the metrics with their intervals, the paired differences against the
+    baseline, the conformal sets' coverage and size, and the two figures.
+
+    >>> import tempfile
+    >>> from calibkit.comparison import compare
+    >>> rng = np.random.default_rng(3)
+    >>> y = rng.integers(0, 2, size=160)
+    >>> c = compare({"a": rng.normal(size=(160, 2)), "b": rng.normal(size=(160, 2))}, y, {}, classes=[0, 1],
+    ...             n_boot=10, metrics=["accuracy"], progress=False)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     names = sorted(p.name for p in write_comparison_report(c, tmp).iterdir())
+    >>> names  # doctest: +NORMALIZE_WHITESPACE
+    ['comparison.csv', 'comparison.md', 'evaluation.json', 'index.html', 'probabilities.csv',
+     'reliability.png', 'risk_coverage.png']
+    """
+    from .diagrams import plot_reliability_grid, plot_risk_coverage, pyplot
+    from .selective import risk_coverage
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    cmp.table.to_csv(out / "comparison.csv", float_format="%.6g")
+    cmp.probabilities().to_csv(out / "probabilities.csv", index=False, float_format="%.6g")
+    shown = cmp.formatted()
+    (out / "comparison.md").write_text(_markdown(shown))
+    (out / "evaluation.json").write_text(json.dumps(_jsonable(cmp.info), indent=2, allow_nan=False) + "\n")
+
+    plt = pyplot()
+    with progress_bar(2, progress, desc="calibkit", unit="figure", leave=True, dynamic_ncols=True) as bar:
+        describe(bar, "drawing risk_coverage.png")
+        curves = {f"{row} (AURC {a:.3f})": risk_coverage(cmp.y, cmp.probs[row])
+                  for row, a in zip(cmp.table.index, cmp.table["aurc"])}
+        fig = plt.figure(figsize=(8, 5), layout="constrained")
+        plot_risk_coverage(curves, ax=fig.subplots())
+        fig.savefig(out / "risk_coverage.png", dpi=110)
+        plt.close(fig)
+        bar.update()
+        describe(bar, "drawing reliability.png")
+        per_config = cmp.table.groupby("config", sort=False).size()
+        ncols = int(per_config.iloc[0]) if per_config.nunique() == 1 and per_config.iloc[0] <= 5 else 4
+        fig = plot_reliability_grid(cmp.y, cmp.probs, ncols=min(ncols, len(cmp.probs)))
+        fig.savefig(out / "reliability.png", dpi=110)
+        plt.close(fig)
+        bar.update()
+
+    def part(columns: list[str]) -> str:
+        return shown[columns].to_html(escape=True)
+
+    conformal = ""
+    if cmp.alpha is not None:
+        conformal = _CONFORMAL.format(
+            alpha=cmp.alpha, method=html.escape(cmp.conformal_method.upper()), target=1 - cmp.alpha,
+            n_cal=len(cmp.conformal_calibration), n_test=len(cmp.conformal_test),
+            level=cmp.info.get("level", 0.95), table=part(["coverage", "set size"]),
+        )
+    about = {k: v for k, v in cmp.info.items() if k not in ("level", "bootstrap", "seed")}
+    (out / "index.html").write_text(
+        _COMPARISON_PAGE.format(
+            title=html.escape(title), about=_about_table(about), n_eval=len(cmp.y), level=cmp.info.get("level", 0.95),
+            boot=html.escape(str(cmp.info.get("bootstrap"))), seed=html.escape(str(cmp.info.get("seed"))),
+            notes=" ".join([_NOTES[m] for m in cmp.metrics if m in _NOTES]
+                           + ["Lower is better for all but accuracy." if "accuracy" in cmp.metrics
+                              else "Lower is better."]),
+            metrics=part(cmp.metrics), baseline=html.escape(cmp.baseline),
+            differences=part([f"Δ {m}" for m in cmp.metrics]), conformal=conformal, aurc=part(["aurc"]),
         )
     )
     return out

@@ -550,3 +550,181 @@ def test_score_with_two_ray_workers_equals_one_process(tmp_path) -> None:
     ref = ck.score(ds.frame[ds.template.fields].head(24), ds.template, ds.verbalizer,
                    ck.LocalModel(n_threads=1, cache=False), progress=False)
     np.testing.assert_array_equal(read_scores(out).scores.logprobs, ref.logprobs)
+
+
+# -- a study: several templates, verbalizers and models compared in one report -----------
+TEMPLATE_A = "Review: {text}\\nSentiment:"
+TEMPLATE_B = "{text}\\nThe review is"
+
+
+def test_eval_with_two_templates_and_two_calibrators_compares_them_in_one_report(capsys, tmp_path) -> None:
+    from calibkit import conformal, metrics
+    from calibkit.report import split
+
+    out = tmp_path / "study"
+    assert cli.main(["eval", "sentiment", "--limit", "80", "--stratify", "--template", TEMPLATE_A,
+                     "--template", TEMPLATE_B, "--calibrators", "temperature,contextual", "--bootstrap", "100",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.count("report: ") == 1 and f"report: {out / 'index.html'}" in printed.out
+    assert printed.err.count("calibkit: scoring 80 examples") == 2  # each configuration scored once
+    table = pd.read_csv(out / "comparison.csv", index_col=0)
+    rows = [f"{t} · v1 · gemma-3-270m · {c}" for t in ("t1", "t2") for c in ("uncalibrated", "temperature", "contextual")]
+    assert list(table.index) == rows
+    for row in rows:
+        assert row in printed.out
+    assert not (out / "metrics.csv").exists()  # one report, the comparison's
+    # the report's numbers, recomputed from its probabilities and the labels with the library's functions
+    probs = pd.read_csv(out / "probabilities.csv")
+    classes = ["negative", "positive"]
+    y = np.array([classes.index(v) for v in probs["label"]])
+    p = {row: probs[[f"proba[{c}]@{row}" for c in classes]].to_numpy() for row in rows}
+    base = p["t1 · v1 · gemma-3-270m · uncalibrated"]
+    cal, test = split(y, 0.5, 0)
+    for row in rows:
+        t = table.loc[row]
+        assert t["accuracy"] == pytest.approx(metrics.accuracy(y, p[row]), abs=1e-6)
+        assert t["nll"] == pytest.approx(metrics.nll(y, p[row]), abs=1e-4)
+        for m in ("accuracy", "nll"):
+            d = metrics.paired_bootstrap(m, y, p[row], base, n_boot=100, seed=0)
+            assert (t[f"diff_{m}"], t[f"diff_{m}_low"], t[f"diff_{m}_high"]) == \
+                pytest.approx((d.estimate, d.low, d.high), abs=1e-4)
+        cov = conformal.coverage(y[test], conformal.conformal_sets(p[row][cal], y[cal], p[row][test], alpha=0.1))
+        assert (t["coverage"], t["coverage_low"], t["coverage_high"]) == pytest.approx((cov.estimate, cov.low, cov.high))
+    page = (out / "index.html").read_text()
+    assert "Baseline: <strong>t1 · v1 · gemma-3-270m · uncalibrated</strong>" in page
+    assert "reliability.png" in page and "risk_coverage.png" in page and "alpha = 0.1" in page
+    import json
+
+    info = json.loads((out / "evaluation.json").read_text())
+    assert info["templates"] == {"t1": "Review: {text}\nSentiment:", "t2": "{text}\nThe review is"}
+    assert info["n_evaluation"] == 40 and info["bootstrap"] == 100
+
+
+def _template_score(calls):
+    """A fake score whose numbers depend on the template and verbalizer (seeded by their text)."""
+    def score(examples, template, verbalizer, backend, method="auto", *, k=None, check=True, **kw):
+        calls.append(template.template)
+        n, K = len(examples), len(verbalizer.classes)
+        seed = sum(map(ord, template.template + repr(verbalizer.mapping) + backend.model_name))
+        lp = np.random.default_rng(seed).normal(size=(n, K))
+        return LabelScores.from_logprobs(lp, list(verbalizer.classes),
+                                         provenance={"requests": n, "cache_hits": 0, "method": method})
+    return score
+
+
+class _NamedBackend(_FakeBackend):
+    def __init__(self, name: str | None) -> None:
+        self.model_name = name or "org/fake-model"
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    import calibkit.scoring
+
+    calls: list[str] = []
+    monkeypatch.setattr(calibkit.scoring, "score", _template_score(calls))
+    monkeypatch.setattr(cli, "_backend", lambda args: _NamedBackend(args.model))
+    return calls
+
+
+STUDY_TOML = '''
+dataset = "sentiment"
+limit = 80
+stratify = true
+calibrators = ["temperature", "batch"]
+metrics = ["accuracy", "nll"]
+bootstrap = 30
+baseline = "long/words/a"
+alpha = 0.2
+out = "from-the-file"
+
+[templates]
+short = "Review: {text}\\nSentiment:"
+long = "{text}\\nThe review is"
+
+[verbalizers.words]
+negative = " negative"
+positive = " positive"
+
+[verbalizers.other]
+negative = " bad"
+positive = " good"
+'''
+
+
+@pytest.mark.filterwarnings("ignore:temperature reached the bound")  # the fake scores are noise
+def test_a_toml_study_gives_the_numbers_of_the_same_flags(capsys, tmp_path, fake_models) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text(STUDY_TOML)
+    assert cli.main(["eval", "--config", str(config), "--model", "a", "--model", "b/c.gguf"]) == 0
+    from_file = pd.read_csv(tmp_path / "from-the-file" / "comparison.csv", index_col=0)
+    assert len(fake_models) == 8  # 2 templates × 2 verbalizers × 2 models, each scored once
+    assert from_file.index[0] == "short · words · a · uncalibrated" and from_file.index[-1] == "long · other · c · batch"
+    assert (from_file.loc["long · words · a · uncalibrated", [c for c in from_file.columns if c.startswith("diff_")]]
+            == 0).all()
+    flags = tmp_path / "flags"
+    assert cli.main(["eval", "sentiment", "--limit", "80", "--stratify", "--calibrators", "temperature,batch",
+                     "--metrics", "accuracy,nll", "--bootstrap", "30", "--alpha", "0.2", "--baseline", "t2/v1/a",
+                     "--template", TEMPLATE_A, "--template", TEMPLATE_B,
+                     "--verbalizer", '{"negative": " negative", "positive": " positive"}',
+                     "--verbalizer", '{"negative": " bad", "positive": " good"}',
+                     "--model", "a", "--model", "b/c.gguf", "--out", str(flags)]) == 0
+    from_flags = pd.read_csv(flags / "comparison.csv", index_col=0)
+    numbers = [c for c in from_file.columns if c not in ("config", "template", "verbalizer", "model")]
+    assert from_flags.index[0] == "t1 · v1 · a · uncalibrated"
+    pd.testing.assert_frame_equal(from_file[numbers].reset_index(drop=True), from_flags[numbers].reset_index(drop=True))
+    # flags given on the command line win over the file
+    assert cli.main(["eval", "--config", str(config), "--bootstrap", "10", "--template", TEMPLATE_A,
+                     "--template", TEMPLATE_B, "--baseline", "t1/words", "--out", str(tmp_path / "over")]) == 0
+    import json
+
+    info = json.loads((tmp_path / "over" / "evaluation.json").read_text())
+    assert info["bootstrap"] == 10 and info["baseline"] == "t1 · words · fake-model · uncalibrated"
+    assert info["alpha"] == 0.2 and list(info["verbalizers"]) == ["words", "other"]
+
+
+@pytest.mark.parametrize("toml, words", [
+    ('templats = ["{text}"]\n', ["unknown key 'templats'", "the keys are: dataset,", "templates"]),
+    ("limit = \"80\"\n", ["limit must be an integer", "'80'"]),
+    ('method = "fast"\n', ["method must be one of auto, topk, exact"]),
+    ("verbalizers = [3]\n", ["verbalizers[0] must be a table of class = form(s)"]),
+    ("limit = 80\nlimit = 90\n", ["is not TOML"]),
+])
+def test_a_bad_study_file_is_one_line_naming_the_key(capsys, no_model, tmp_path, toml, words) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text(toml)
+    line = one_line_error(capsys, ["eval", "--config", str(config)])
+    assert f"--config {config}" in line
+    for w in words:
+        assert w in line, line
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--template", TEMPLATE_A, "--template", TEMPLATE_B, "--baseline", "t3"],
+     ["--baseline 't3' names no row", "'t1 · v1 · m1 · uncalibrated'"]),
+    (["--template", TEMPLATE_A, "--template", TEMPLATE_A], ["--template", "given twice"]),
+    (["--verbalizer", '{"negative": " no", "positive": " yes"}', "--verbalizer", "{negative}"],
+     ["t1 · v2: --verbalizer must be a JSON object"]),
+    (["--template", TEMPLATE_A, "--template", "Review: {review}"], ["t2 · v1", "needs the columns ['review']",
+                                                                    "--template"]),
+    (["--template", TEMPLATE_A, "--template", TEMPLATE_B, "--alpha", "1"], ["--alpha must lie between 0 and 1"]),
+    (["--template", TEMPLATE_A, "--verbalizer", '{"neg": " no", "pos": " yes"}', "--verbalizer",
+      '{"negative": " no", "positive": " yes"}'], ["t1 · v1: labels", "--verbalizer"]),
+])
+def test_a_bad_study_is_one_line_before_the_model(capsys, no_model, extra, words) -> None:
+    line = one_line_error(capsys, ["eval", "sentiment", "--limit", "20", "--stratify", "--model", "m1", *extra])
+    for w in words:
+        assert w in line, line
+
+
+@pytest.mark.filterwarnings("ignore:temperature reached the bound")
+def test_baseline_or_alpha_make_the_comparison_report_for_one_configuration(capsys, tmp_path, fake_models) -> None:
+    out = tmp_path / "one"
+    assert cli.main(["eval", "sentiment", "--limit", "60", "--stratify", "--calibrators", "temperature,batch",
+                     "--metrics", "accuracy", "--bootstrap", "10", "--baseline", "temperature", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "comparison.csv", index_col=0)
+    assert list(table["calibrator"]) == ["uncalibrated", "temperature", "batch"]
+    assert table.loc["t1 · v1 · fake-model · temperature", "diff_accuracy"] == 0
+    assert "baseline t1 · v1 · fake-model · temperature" in capsys.readouterr().out
+

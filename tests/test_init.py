@@ -53,7 +53,7 @@ def test_the_default_install_pulls_neither_torch_nor_ray() -> None:
 
 
 def test_the_statistics_half_imports_nothing_of_the_model_half() -> None:
-    stats = ["label_scores", "calibration", "metrics", "selective", "conformal", "diagrams"]
+    stats = ["label_scores", "calibration", "metrics", "selective", "conformal", "diagrams", "report", "comparison"]
     code = (f"import importlib\nfor m in {stats!r}:\n    importlib.import_module('calibkit.' + m)\n"
             "import sys, json\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('calibkit.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
