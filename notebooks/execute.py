@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NOTEBOOKS = ["quickstart.ipynb", "calibration_study.ipynb", "acs_api.ipynb"]
+NOTEBOOKS = ["quickstart.ipynb", "calibration_study.ipynb", "acs_api.ipynb", "study.ipynb"]
 
 
 def code_digest(nb) -> str:

@@ -31,7 +31,7 @@ nbclient = pytest.importorskip("nbclient", reason="the notebook tests need nbcli
 pytest.importorskip("ipykernel", reason="the notebook tests need ipykernel (dev extra)")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["quickstart.ipynb", "calibration_study.ipynb", "acs_api.ipynb"]
+NAMES = ["quickstart.ipynb", "calibration_study.ipynb", "acs_api.ipynb", "study.ipynb"]
 
 _spec = importlib.util.spec_from_file_location("notebooks_execute", NOTEBOOKS / "execute.py")
 execute_py = importlib.util.module_from_spec(_spec)
@@ -60,12 +60,22 @@ KEY_LINES = {
         r"the \d+ censored ones are all upper bounds",
         r"LocalServer\(http://127\.0\.0\.1:\d+/v1, pid \d+, stopped",
     ],
+    "study.ipynb": [
+        r"^\d+ examples to choose label words on, \d+ for the study",
+        r"^found: Verbalizer\(\{'World': \[' \w+'\]",
+        r"^\d+ to calibrate on, \d+ held out; baseline: t1 · given · uncalibrated",
+        r"^lac: coverage \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\], mean set size \d\.\d\d",
+        r"^target 0\.10: (threshold \d\.\d{3} answers \d+% of the test half|no threshold passed)",
+        r"^AURC by confidence \d\.\d{4}, by label mass \d\.\d{4}",
+        r"^Lowest NLL: t\d · \w+ · [\w+]+: accuracy \d\.\d{3}, NLL \d\.\d{3} \(Δ interval (in|ex)cludes 0\)\.",
+    ],
 }
 #: What the stored notebooks show at full size.
 FULL_SIZE = {
     "quickstart.ipynb": r"^300 examples;",
     "calibration_study.ipynb": r"^150 to calibrate on, 150 to test on",
     "acs_api.ipynb": r"^100 examples: accuracy",
+    "study.ipynb": r"^160 examples to choose label words on, 240 for the study",
 }
 PROGRESS_BAR = re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+|\b(it|ex|form|prompt)/s\]")
 
