@@ -169,7 +169,7 @@ def search_forms(
         template = PromptTemplate(template)
     backend = default_backend(backend)
     rows = iter_examples(examples)
-    labels = list(np.asarray(y, dtype=object).tolist()) if not isinstance(y, list) else list(y)
+    labels = list(y.tolist()) if hasattr(y, "tolist") else list(y)
     if len(labels) != len(rows):
         raise ValueError(f"y has {len(labels)} labels for {len(rows)} examples; give one label per example")
     check_int("n_proposed", n_proposed, 0)
@@ -328,7 +328,7 @@ def _propose(backend: Any, prompts: list[str], y_idx: np.ndarray, classes: list,
         for t in ranked:
             if len(out[c]) == n_proposed:
                 break
-            if K > 1 and ratio[k][t] <= np.delete(ratio[:, t], k).max():
+            if ratio[k][t] <= np.delete(ratio[:, t], k).max():
                 continue  # it tells another class apart better
             text = backend.token_text(int(t))
             if not text.strip() or text.startswith("bytes:") or text in taken or not one_token(int(t), text):
