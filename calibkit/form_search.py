@@ -52,14 +52,17 @@ Where it differs from its anchors
 Example
 -------
 >>> import calibkit as ck
->>> ds = ck.load_dataset("sentiment")
+>>> from calibkit.datasets import load_dataset
+>>> ds = load_dataset("sentiment")
 >>> found = ck.search_forms(ds.X[:40], ds.y[:40], ds.template, ck.LocalModel(),
 ...                         candidates={"negative": [" negative", " bad"], "positive": [" positive", " good"]},
-...                         n_proposed=3)                                          # doctest: +SKIP
->>> found.verbalizer                                                               # doctest: +SKIP
-Verbalizer({'negative': [' bad'], 'positive': [' good']})
->>> found.table.columns.tolist()                                                   # doctest: +SKIP
+...                         n_proposed=2, progress=False)
+>>> found.verbalizer
+Verbalizer({'negative': [' negative'], 'positive': [' positive']})
+>>> found.table.columns.tolist()
 ['class', 'form', 'source', 'tokens', 'mean_logprob', 'log_ratio', 'cv_nll', 'cv_accuracy', 'rank', 'chosen']
+>>> len(found.table), sorted(set(found.table["source"]))
+(8, ['given', 'model'])
 """
 
 from __future__ import annotations
