@@ -159,6 +159,7 @@ def search_forms(
     cv : folds of the stratified, shuffled (``random_state``) cross-validation.
     select_by : "nll" (ties by accuracy) or "accuracy" (ties by NLL).
     max_rounds : at most this many rounds of changing one class at a time.
+    random_state : seed of the folds' shuffle.
     progress : progress bars, as for :func:`~calibkit.score`.
 
     Returns

@@ -84,6 +84,20 @@ def test_proposals_alone_find_a_verbalizer_better_than_chance(local_model, senti
     assert res.info["calibration"] == "vector" and res.info["proposed from the vocabulary"]
 
 
+def test_the_transformers_backend_proposes_from_its_whole_vocabulary_too(hf_model, sentiment) -> None:
+    X, y, template = sentiment
+    res = ck.search_forms(X[:40], y[:40], template, hf_model, candidates=CANDIDATES, n_proposed=2, cv=3,
+                          progress=False)
+    proposed = res.table[res.table["source"] == "model"]
+    assert len(proposed) == 4 and (proposed["tokens"] == 1).all()
+    for form in proposed["form"]:
+        assert hf_model.tokenize(form) == [form]
+    forms = res.table["form"].tolist()
+    alone = ck.score(X[:40], template, {f: f for f in forms}, hf_model, method="exact", check=False)
+    np.testing.assert_allclose(res.scores.form_logprobs, alone.form_logprobs[:, [forms.index(f) for f in
+                                                                                res.scores.forms]], atol=1e-9)
+
+
 def test_select_by_accuracy_ranks_by_accuracy(found, local_model, sentiment) -> None:
     X, y, template = sentiment
     res = ck.search_forms(X, y, template, local_model, candidates=CANDIDATES, n_proposed=0, select_by="accuracy",
