@@ -290,6 +290,20 @@ def _check_data_args(args: argparse.Namespace) -> None:
     _check_backend_args(args)
 
 
+def _json_object(flag: str, text: str, example: str) -> dict:
+    """A flag's JSON object of class -> form(s), or a ValueError naming the flag."""
+    import json
+
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} must be a JSON object of class -> form(s): {e}") from None
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{flag} must be a JSON object of class -> form(s), as in '{example}' "
+                         f"(got {type(mapping).__name__})")
+    return mapping
+
+
 def _seed_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the --shuffle / --stratify sample, the calibration split and the bootstrap (default 0)")
@@ -307,7 +321,6 @@ def _load(args: argparse.Namespace):
     Rows with no text or no label are an error naming their lines, or with
     --drop-missing dropped, with a line on stderr saying how many and which.
     """
-    import json
     import warnings
 
     from .datasets import MissingValuesError, MissingValuesWarning, list_datasets, load_dataset
@@ -336,13 +349,7 @@ def _load(args: argparse.Namespace):
         except ValueError as e:
             raise ValueError(f"--template: {e}") from None
     if args.verbalizer:
-        try:
-            mapping = json.loads(args.verbalizer)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--verbalizer must be a JSON object of class -> form(s): {e}") from None
-        if not isinstance(mapping, dict):
-            raise ValueError(f"--verbalizer must be a JSON object of class -> form(s), as in "
-                             f"'{{\"neg\": \" negative\", \"pos\": \" positive\"}}' (got {type(mapping).__name__})")
+        mapping = _json_object("--verbalizer", args.verbalizer, '{"neg": " negative", "pos": " positive"}')
         try:
             verbalizer = Verbalizer(mapping)
         except (ValueError, TypeError) as e:  # TypeError: a form that is neither a string nor a list
@@ -1002,13 +1009,7 @@ def _cmd_forms(args: argparse.Namespace) -> int:
         raise ValueError(f"--out writes a .csv file (got {args.out!r})")
     candidates = None
     if args.candidates:
-        try:
-            candidates = json.loads(args.candidates)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--candidates must be a JSON object of class -> form(s): {e}") from None
-        if not isinstance(candidates, dict):
-            raise ValueError("--candidates must be a JSON object of class -> form(s), as in "
-                             "'{\"neg\": [\" bad\"], \"pos\": [\" good\"]}'")
+        candidates = _json_object("--candidates", args.candidates, '{"neg": [" bad"], "pos": [" good"]}')
     ds = _load(args)
     y = ds.frame[ds.label_column].tolist()
     if candidates is None:

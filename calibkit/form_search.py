@@ -93,6 +93,13 @@ VOCABULARY_METHODS = ("next_token_logprobs", "token_ids", "token_text", "n_vocab
 _PROMPT = PromptTemplate("{prompt}")  # the prompts are written once, demonstrations and all
 
 
+def _score_prompts(prompts: list[str], verbalizer: Verbalizer, backend: Backend,
+                   progress: bool | None) -> LabelScores:
+    """Every form of ``verbalizer`` after each written prompt, exactly (as :func:`~calibkit.score` does)."""
+    return score([{"prompt": p} for p in prompts], _PROMPT, verbalizer, backend, method="exact",
+                 progress=progress, check=False)
+
+
 def sees_vocabulary(backend: Any) -> bool:
     """Whether ``backend`` reads the whole next-token distribution (so :func:`search_forms` can propose words).
 
@@ -224,8 +231,7 @@ def search_forms(
         raise ValueError(f"the candidate(s) {dup} are given for two classes; each form belongs to one class")
 
     pool_verbalizer = Verbalizer({f: f for f in forms})
-    scores = score([{"prompt": p} for p in prompts], _PROMPT, pool_verbalizer, backend, method="exact",
-                   progress=progress, check=False)
+    scores = _score_prompts(prompts, pool_verbalizer, backend, progress)
     X = scores.form_logprobs  # n × candidates, exact
     prior = _prior_scores(parts, template, rows, demo_verbalizer, pool_verbalizer, backend, progress)
 
@@ -352,9 +358,7 @@ def _prior_scores(parts: list[str], template: PromptTemplate, rows: list, demo_v
     else:
         return None
     prompts = template.format_many([{f: t for f in template.fields} for t in texts], demo_verbalizer)
-    s = score([{"prompt": p} for p in prompts], _PROMPT, pool_verbalizer, backend, method="exact",
-              progress=progress, check=False)
-    return s.form_logprobs
+    return _score_prompts(prompts, pool_verbalizer, backend, progress).form_logprobs
 
 
 def _values(row: Any, fields: list[str]) -> list[Any]:

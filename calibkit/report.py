@@ -263,6 +263,17 @@ _NOTES = {
 }
 
 
+def _metric_notes(metrics: Sequence[str]) -> str:
+    """What the page says under its metrics table: how each binned metric was computed, which way is better."""
+    return " ".join([_NOTES[m] for m in metrics if m in _NOTES]
+                    + ["Lower is better for all but accuracy." if "accuracy" in metrics else "Lower is better."])
+
+
+def _about(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's settings for the page's top table (level, bootstrap and seed are said by the metrics)."""
+    return {k: v for k, v in info.items() if k not in ("level", "bootstrap", "seed")}
+
+
 def write_report(
     ev: Evaluation, folder: str | Path, *, title: str = "calibkit report", progress: bool | None = None
 ) -> Path:
@@ -345,14 +356,12 @@ def write_report(
         f'<div class="confusion"><h3>{html.escape(name)}</h3>\n{ev.confusion_matrix(name).to_html(escape=True)}</div>'
         for name in ev.probs
     )
-    about = {k: v for k, v in ev.info.items() if k not in ("level", "bootstrap", "seed")}
+    about = _about(ev.info)
     (out / "index.html").write_text(
         _PAGE.format(
             title=html.escape(title), about=_about_table(about), level=ev.info.get("level", 0.95),
             boot=html.escape(str(ev.info.get("bootstrap"))), seed=html.escape(str(ev.info.get("seed"))),
-            notes=" ".join([_NOTES[m] for m in ev.metrics if m in _NOTES]
-                           + ["Lower is better for all but accuracy." if "accuracy" in ev.metrics
-                              else "Lower is better."]),
+            notes=_metric_notes(ev.metrics),
             table=shown.to_html(escape=True), singles="\n".join(singles), classwise=classwise_html,
             confusion=confusion,
         )
@@ -455,14 +464,12 @@ def write_comparison_report(
             n_cal=len(cmp.conformal_calibration), n_test=len(cmp.conformal_test),
             level=cmp.info.get("level", 0.95), table=part(["coverage", "set size"]),
         )
-    about = {k: v for k, v in cmp.info.items() if k not in ("level", "bootstrap", "seed")}
+    about = _about(cmp.info)
     (out / "index.html").write_text(
         _COMPARISON_PAGE.format(
             title=html.escape(title), about=_about_table(about), n_eval=len(cmp.y), level=cmp.info.get("level", 0.95),
             boot=html.escape(str(cmp.info.get("bootstrap"))), seed=html.escape(str(cmp.info.get("seed"))),
-            notes=" ".join([_NOTES[m] for m in cmp.metrics if m in _NOTES]
-                           + ["Lower is better for all but accuracy." if "accuracy" in cmp.metrics
-                              else "Lower is better."]),
+            notes=_metric_notes(cmp.metrics),
             metrics=part(cmp.metrics), baseline=html.escape(cmp.baseline),
             differences=part([f"Δ {m}" for m in cmp.metrics]), conformal=conformal, aurc=part(["aurc"]),
         )
