@@ -33,8 +33,9 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from ..api import Choice, CompletionRequest, CompletionResponse, Logprobs, Usage
-from ..backends.llamacpp.engine import log_softmax_at, token_text
+from ..backends.llamacpp.engine import log_softmax_at
 from ..backends.llamacpp.sampler import Sampler
+from ..backends.pieces import token_text
 from .engine import Cancelled
 from .prefix import PositionMemo
 
@@ -307,7 +308,15 @@ def _check(cancel: threading.Event | None, step: int = 0) -> None:
 
 
 def _offsets(pieces: Sequence[bytes]) -> list[int]:
-    """Character offset at which each token's text starts, in the decoded concatenation."""
+    """Character offset at which each token's text starts, in the decoded concatenation.
+
+    Counted in characters, as OpenAI's and vLLM's servers count ``text_offset``: a token that
+    starts inside a character (a byte token, or a byte-level BPE token cut mid-character)
+    starts where that character does, so no offset lies past the end of the text.
+
+    >>> _offsets([b" \\xe5", b"\\xa5", b"\\xbd", b" bad"])    # " 好 bad": 好 is three bytes
+    [0, 1, 1, 2]
+    """
     out = []
     acc = b""
     for p in pieces:

@@ -23,7 +23,8 @@ import numpy as np
 
 from ...cache import ResponseCache
 from ..base import Backend, Continuation, SharedOnCopy, TopK, check_int
-from .engine import Engine, EngineKey, check_n_batch, engine_for, log_softmax_at, token_text
+from ..pieces import token_text
+from .engine import Engine, EngineKey, check_n_batch, engine_for, log_softmax_at
 from .gguf import DEFAULT_MODEL_NAME, default_model_path
 
 __all__ = ["LocalModel"]

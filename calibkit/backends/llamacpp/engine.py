@@ -6,8 +6,6 @@ Built on llama-cpp-python's lower-level API (``llama_decode`` on a batch, then
 position and sorts the vocabulary in Python per token, about 9x slower for scoring.
 llama.cpp's own messages go to the ``calibkit.llama_cpp`` logger at DEBUG.
 
->>> token_text(b" Paris"), token_text(b"\\xe2\\x82")
-(' Paris', 'bytes:\\\\xe2\\\\x82')
 >>> x, lse = log_softmax_at(np.zeros(4, dtype=np.float32))
 >>> lse == math.log(4)
 True
@@ -31,8 +29,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...api import InvalidRequestError
+from ..pieces import token_text
 
-__all__ = ["Engine", "EngineKey", "check_n_batch", "engine_for", "log_softmax_at", "token_text"]
+__all__ = ["Engine", "EngineKey", "check_n_batch", "engine_for", "log_softmax_at"]
 
 _LOG = logging.getLogger("calibkit.llama_cpp")
 _log_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
@@ -75,14 +74,6 @@ def _close_devnull_files() -> None:
         f = getattr(utils, name, None)
         if f is not None and hasattr(f, "close"):
             f.close()
-
-
-def token_text(piece: bytes) -> str:
-    """A token's string as servers send it; bytes that are not UTF-8 become ``bytes:\\x..``."""
-    try:
-        return piece.decode("utf-8")
-    except UnicodeDecodeError:
-        return "bytes:" + "".join(f"\\x{b:02x}" for b in piece)
 
 
 def log_softmax_at(logits: np.ndarray) -> tuple[np.ndarray, float]:

@@ -9,7 +9,6 @@ key/value cache, token by token, the interface ``calibkit serve`` generates with
 from __future__ import annotations
 
 import inspect
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..base import TopK
-from ..llamacpp.engine import token_text
+from ..pieces import TokenBytes, token_text
 from .checkpoint import check_hub_reachable, checkpoint_source, hub_error, import_torch_transformers, keep_converted
 
 __all__ = ["Decoder", "Engine", "LoadKey", "OutOfMemory", "common_prefix", "cut_cache", "engine_for"]
-
-_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
 
 @dataclass(frozen=True)
 class LoadKey:
@@ -70,7 +66,8 @@ class Engine:
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.bos = self.tokenizer.bos_token_id
         self.ends = end_ids(self.model, self.tokenizer)
-        self._pieces: dict[int, bytes] = {}
+        #: A token's bytes, for every family of vocabulary (:class:`~calibkit.backends.pieces.TokenBytes`).
+        self.piece_bytes = TokenBytes(self.tokenizer)
         #: The last common prefix run: (token ids, its key/value cache, batch 1).
         self.prefix: tuple[tuple[int, ...], Any] | None = None
         #: Tokens run through the model (pads not counted), and forward passes.
@@ -80,17 +77,6 @@ class Engine:
     # -- tokens ---------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=add_bos)["input_ids"])
-
-    def piece_bytes(self, token: int) -> bytes:
-        """The bytes of one token: a byte-fallback token ``<0xNN>`` is that byte, any other its text."""
-        b = self._pieces.get(token)
-        if b is None:
-            raw = self.tokenizer.convert_ids_to_tokens(token)
-            m = _BYTE_TOKEN.fullmatch(raw) if isinstance(raw, str) else None
-            b = bytes([int(m.group(1), 16)]) if m is not None else self.tokenizer.decode(
-                [token], skip_special_tokens=False, clean_up_tokenization_spaces=False).encode("utf-8")
-            self._pieces[token] = b
-        return b
 
     def piece(self, token: int) -> str:
         """A token's string as the embedded model writes it (a lone byte that is not UTF-8: ``bytes:\\xNN``)."""
