@@ -8,8 +8,9 @@ offline: nothing is downloaded (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1).
 
 The first N reviews of ../shared/data/sst2/dev.txt, as in bench_scoring.py, with its
 template "Review: {text}\nSentiment:" and forms " negative" / " positive", are scored
-through one llama-cpp-python server (``python -m llama_cpp.server``, the embedded
-GGUF, n_batch = n_ubatch = 64, flash attention on, n_threads = the machine's cores,
+through one llama-cpp-python server (``python -m llama_cpp.server``, run as
+``calibkit.backends.llamacpp.llama_server`` so that it loads the model as the embedded
+engine does; the embedded GGUF, n_batch = n_ubatch = 64, flash attention on, n_threads = the machine's cores,
 logits_all for echo, n_ctx = the longest prompt rounded up to 64 tokens) on a free
 port of 127.0.0.1:
 
@@ -92,7 +93,8 @@ def llama_cpp_server(model: Path, log: Path, n_ctx: int) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on a free port; yields its /v1 URL, stops it on exit."""
     port = free_port()
     threads = str(os.cpu_count() or 1)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL_NAME,
+    cmd = [sys.executable, "-m", "calibkit.backends.llamacpp.llama_server", "--model", str(model),
+           "--model_alias", MODEL_NAME,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
            "--n_batch", str(N_BATCH), "--n_ubatch", str(N_BATCH), "--flash_attn", "true",
            "--n_threads", threads, "--n_threads_batch", threads,

@@ -10,6 +10,9 @@ one run on one machine:
 - create_completion: ``Llama(logits_all=True).create_completion(max_tokens=1,
   logprobs=20)``, a label missing from the top-20 counting as -inf.
 
+Both Llama loops load the model as the engine does (``loads_as_the_engine``: the
+weights as the file holds them, not repacked for the CPU).
+
 It prints accuracy and examples/s of each and the ratios (goals: calibkit >= 1.0x
 bare, >= 5x create_completion). The three take turns, a round of examples each.
 
@@ -50,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 import calibkit as ck
+from calibkit.backends.llamacpp.engine import loads_as_the_engine
 from calibkit.datasets import read_agnews
 from rows import row
 from turns import take_turns
@@ -96,7 +100,8 @@ def bare_last_row(llm, prompt: str) -> np.ndarray:
 def bare_scorer(path: str):
     import llama_cpp
 
-    llm = llama_cpp.Llama(path, n_ctx=2048, logits_all=False, verbose=False, n_threads=os.cpu_count())
+    with loads_as_the_engine():
+        llm = llama_cpp.Llama(path, n_ctx=2048, logits_all=False, verbose=False, n_threads=os.cpu_count())
     ids = [llm.tokenize(f.encode(), add_bos=False)[0] for f in FORMS.values()]
 
     def run(texts: list[str]) -> np.ndarray:
@@ -108,7 +113,8 @@ def bare_scorer(path: str):
 def create_completion_scorer(path: str):
     import llama_cpp
 
-    llm = llama_cpp.Llama(path, n_ctx=2048, logits_all=True, verbose=False, n_threads=os.cpu_count())
+    with loads_as_the_engine():
+        llm = llama_cpp.Llama(path, n_ctx=2048, logits_all=True, verbose=False, n_threads=os.cpu_count())
 
     def run(texts: list[str]) -> np.ndarray:
         preds = []

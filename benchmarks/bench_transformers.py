@@ -39,6 +39,7 @@ import numpy as np
 
 import calibkit as ck
 from bench_scoring import AGNEWS_DATA, AGNEWS_FORMS, DEFAULT_DATA, FORMS, TEMPLATE, bare_last_row, load
+from calibkit.backends.llamacpp.engine import loads_as_the_engine
 from calibkit.datasets import read_agnews
 from rows import row
 from turns import take_turns
@@ -82,8 +83,9 @@ def plain_llama(path: str, prompts: list[str], flash: bool) -> np.ndarray:
     """(n, 2) label log-probabilities from a plain llama_cpp.Llama (defaults but flash_attn)."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(path, n_ctx=2048, logits_all=False, verbose=False, flash_attn=flash,
-                          n_threads=os.cpu_count())
+    with loads_as_the_engine():
+        llm = llama_cpp.Llama(path, n_ctx=2048, logits_all=False, verbose=False, flash_attn=flash,
+                              n_threads=os.cpu_count())
     ids = [llm.tokenize(f.encode(), add_bos=False) for f in FORMS.values()]
     assert all(len(i) == 1 for i in ids), ids
     ids = [i[0] for i in ids]

@@ -59,10 +59,13 @@ def reference_llama(local_model):
     (the same batch size and attention kernel, so the same arithmetic)."""
     import llama_cpp
 
-    return llama_cpp.Llama(
-        local_model.model_path, n_ctx=2048, n_batch=local_model.n_batch, n_ubatch=local_model.n_batch,
-        flash_attn=True, logits_all=True, verbose=False,
-    )
+    from calibkit.backends.llamacpp.engine import loads_as_the_engine
+
+    with loads_as_the_engine():
+        return llama_cpp.Llama(
+            local_model.model_path, n_ctx=2048, n_batch=local_model.n_batch, n_ubatch=local_model.n_batch,
+            flash_attn=True, logits_all=True, verbose=False,
+        )
 
 
 @pytest.fixture

@@ -224,7 +224,10 @@ def _plain_llama_cpp(path, pairs, ids, **settings) -> list[float]:
     """log P(form | prompt) by llama-cpp-python's own Llama: the joint text's logits at every position."""
     import llama_cpp
 
-    lm = llama_cpp.Llama(str(path), n_ctx=256, logits_all=True, verbose=False, n_threads=1, **settings)
+    from calibkit.backends.llamacpp.engine import loads_as_the_engine
+
+    with loads_as_the_engine():
+        lm = llama_cpp.Llama(str(path), n_ctx=256, logits_all=True, verbose=False, n_threads=1, **settings)
     out = []
     for p, f in pairs:
         pid, full = ids(p), ids(p + f)

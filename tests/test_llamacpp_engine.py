@@ -153,3 +153,29 @@ def test_a_build_that_breaks_the_schedule_is_named_in_a_warning(local_model, mon
 def test_n_batch_outside_the_padded_schedule_names_the_argument_and_the_fix(n_batch) -> None:
     with pytest.raises(ValueError, match=r"n_batch must be a multiple of 4 from 8 to 60 .*default of 32"):
         ck.LocalModel(n_batch=n_batch, cache=False)
+
+
+def test_weights_are_never_repacked_and_a_plain_llama_can_load_them_so(local_model) -> None:
+    """The engine loads the weights as the file holds them (model_params); within loads_as_the_engine a
+    plain llama_cpp.Llama does too, computing the engine's rows bit for bit, and the default comes back."""
+    import llama_cpp
+
+    from calibkit.backends.llamacpp.engine import loads_as_the_engine, model_params
+
+    assert model_params(llama_cpp).use_extra_bufts is False
+    assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True
+    eng = local_model.engine
+    with loads_as_the_engine():
+        assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is False
+        llm = llama_cpp.Llama(local_model.model_path, n_ctx=256, n_batch=eng.n_batch, n_ubatch=eng.n_batch,
+                              flash_attn=True, logits_all=False, verbose=False, n_threads=local_model.n_threads)
+    assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True
+    ids = local_model.token_ids("The capital of France is a city", add_bos=True)
+    assert len(ids) == 8  # a decode the engine pads with no rows, so both run the same batch
+    with eng.lock:
+        eng.reset()
+        want = eng.last_row(ids).copy()
+    llm.eval(ids)
+    got = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(eng.n_vocab,)).copy()
+    llm.close()
+    assert np.array_equal(got, want)

@@ -124,7 +124,8 @@ def test_two_thousand_prompts_through_ten_percent_faults_score_as_without(server
 def test_top_k_through_serve_when_the_likeliest_next_token_ends_the_text(server, local_model):
     """The embedded model's likeliest token after this prompt is the end of text (''): serve must
     still give its top-k (as LocalModel does), not an empty top_logprobs."""
-    prompt = "more romantic , more emotional and ultima"
+    prompt = ("a rigorously structured and exquisitely filmed drama about a father and son connection that is a "
+              "brief shooting sta")  # '' leads the next most likely token by 0.23 nats
     want = local_model.top_k([prompt], k=K)[0]
     assert next(iter(want)) == ""  # the premise: the end of text is the likeliest next token
     with ck.Client(server.base, server.key, model="llama-8b", cache=False) as client:

@@ -91,8 +91,10 @@ def test_a_few_shot_prefix_is_run_once_for_the_prompts_that_share_it(hf_model) -
     # the first batch runs the shared block once; the second finds it kept
     assert middle - before <= sum(lengths[:6]) - 5 * shared
     assert lm.evaluated_tokens - middle <= sum(lengths[6:]) - 6 * shared
+    # The kept block's rows came from a batch of another shape than the whole prompt's one pass: float32
+    # rows that differ in the last digits, up to 2.7e-5 on these prompts on a CPU with AMX.
     for (p, c) in zip(prompts, first + second):
-        np.testing.assert_allclose(c.logprobs, _reference(hf_model, p, " positive"), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(c.logprobs, _reference(hf_model, p, " positive"), rtol=0, atol=5e-5)
 
 
 def test_forms_that_merge_with_the_prompt_are_none_and_score_says_so(hf_model) -> None:

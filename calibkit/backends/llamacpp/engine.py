@@ -18,20 +18,21 @@ True
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import logging
 import math
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ...api import InvalidRequestError
 from ..pieces import token_text
 
-__all__ = ["Engine", "EngineKey", "check_n_batch", "engine_for", "log_softmax_at"]
+__all__ = ["Engine", "EngineKey", "check_n_batch", "engine_for", "log_softmax_at", "loads_as_the_engine", "model_params"]
 
 _LOG = logging.getLogger("calibkit.llama_cpp")
 _log_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
@@ -74,6 +75,40 @@ def _close_devnull_files() -> None:
         f = getattr(utils, name, None)
         if f is not None and hasattr(f, "close"):
             f.close()
+
+
+def model_params(L: Any) -> Any:
+    """llama.cpp's default model parameters, less the repacking of weights: how every engine loads a model.
+
+    llama.cpp repacks quantized weights into extra buffer types when the CPU has the
+    instructions for them (AMX; interleaved blocks for AVX2 and AVX-512), and their
+    kernels are other arithmetic: the same model would give other numbers on another
+    machine. Where its AMX kernels are built in (an Intel CPU with AMX, built natively,
+    as pip builds it), their matrix product also crashes the process on a batch of more
+    than one token with this model's quantized layers (llama.cpp issue 20824). So the
+    weights stay as the file holds them, on every CPU.
+    """
+    mp = L.llama_model_default_params()
+    mp.use_extra_bufts = False
+    return mp
+
+
+@contextlib.contextmanager
+def loads_as_the_engine() -> Iterator[None]:
+    """Within it, a ``llama_cpp.Llama`` loads its model with :func:`model_params`, as an Engine does:
+    the same weight layout, so the same arithmetic (and no AMX crash).
+
+    >>> with loads_as_the_engine():                                            # doctest: +SKIP
+    ...     llm = llama_cpp.Llama(path, flash_attn=True, logits_all=True)
+    """
+    L = _import_llama_cpp()
+    module = sys.modules["llama_cpp.llama_cpp"]
+    default = module.llama_model_default_params
+    module.llama_model_default_params = lambda: model_params(L)
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = default
 
 
 def log_softmax_at(logits: np.ndarray) -> tuple[np.ndarray, float]:
@@ -140,8 +175,7 @@ class Engine:
         check_n_batch(key.n_batch)
         L = self.L = _import_llama_cpp()
         L.llama_backend_init()
-        mp = L.llama_model_default_params()
-        self.model = L.llama_model_load_from_file(key.path.encode(), mp)
+        self.model = L.llama_model_load_from_file(key.path.encode(), model_params(L))
         if not self.model:
             raise ValueError(f"llama.cpp could not load the GGUF file {key.path}")
         self.vocab = L.llama_model_get_vocab(self.model)
