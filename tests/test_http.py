@@ -820,8 +820,9 @@ def llama_cpp_server(tmp_path_factory, local_model):
     cfg = tmp_path_factory.mktemp("server") / "config.json"
     cfg.write_text(json.dumps({"host": "127.0.0.1", "port": port,
                                "models": [{**model, "model_alias": "gemma-a"}, {**model, "model_alias": "gemma-b"}]}))
-    proc = subprocess.Popen([sys.executable, "-m", "calibkit.backends.llamacpp.llama_server", "--config_file", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # llama-cpp-python's own server, loading the model as the engine does
+    proc = subprocess.Popen([sys.executable, "-m", "calibkit.backends.llamacpp.llama_server",
+                             "--config_file", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         for _ in range(240):

@@ -70,8 +70,8 @@ def _decoder_types(tokenizer: Any) -> tuple[set[str], bool]:
         d = stack.pop()
         types.add(d.get("type"))
         stack.extend(d.get("decoders") or ())
-        spaces |= d.get("type") == "Metaspace" or (
-            d.get("type") == "Replace" and (d.get("pattern") or {}).get("String") == "\u2581" and d.get("content") == " ")
+        replaces_space = (d.get("pattern") or {}).get("String") == "\u2581" and d.get("content") == " "
+        spaces |= d.get("type") == "Metaspace" or (d.get("type") == "Replace" and replaces_space)
     return types, spaces
 
 

@@ -32,7 +32,9 @@ import numpy as np
 from ...api import InvalidRequestError
 from ..pieces import token_text
 
-__all__ = ["Engine", "EngineKey", "check_n_batch", "engine_for", "log_softmax_at", "loads_as_the_engine", "model_params"]
+__all__ = [
+    "Engine", "EngineKey", "check_n_batch", "engine_for", "log_softmax_at", "loads_as_the_engine", "model_params",
+]
 
 _LOG = logging.getLogger("calibkit.llama_cpp")
 _log_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
