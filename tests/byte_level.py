@@ -8,6 +8,7 @@ plain forward pass the tests compare every backend with (:class:`Reference`).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -152,12 +153,23 @@ class Reference:
         if len(full) <= len(pid) or full[:len(pid)] != pid:
             return None
         lp = self.logprobs(full)
-        return full[len(pid):], float(sum(lp[i - 1, full[i]] for i in range(len(pid), len(full))))
+        return full[len(pid):], form_logprob(lp, len(pid), full)
 
     def next_token(self, prompt: str) -> np.ndarray:
         return self.logprobs(self.ids(prompt))[-1]
 
+    def token_bytes(self, ids: list[int]) -> list[bytes]:
+        """Each token's bytes, read through the ``tokenizers`` library's own table (:func:`byte_of_char`)."""
+        table = byte_of_char()
+        return [bytes(table[c] for c in t) for t in self.tokenizer.convert_ids_to_tokens(ids)]
 
+
+def form_logprob(lp: np.ndarray, n_prompt: int, full: list[int]) -> float:
+    """log P(the tokens of ``full`` after its first ``n_prompt``), from every position's log-softmax ``lp``."""
+    return float(sum(lp[i - 1, full[i]] for i in range(n_prompt, len(full))))
+
+
+@functools.lru_cache(maxsize=1)
 def byte_of_char() -> dict[str, int]:
     """The character that stands for each byte in a byte-level token, as the ``tokenizers`` library's
     ByteLevel pre-tokenizer writes it (read from it, not from calibkit's table): every byte that

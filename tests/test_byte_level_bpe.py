@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 import calibkit as ck  # noqa: E402
 from calibkit.backends.pieces import token_text  # noqa: E402
 
-from byte_level import Reference, build, byte_of_char, write_gguf  # noqa: E402
+from byte_level import Reference, build, byte_of_char, form_logprob, write_gguf  # noqa: E402
 from server_harness import ServerProcess  # noqa: E402
 
 ATOL = 1e-5
@@ -111,9 +111,8 @@ def test_transformers_model_scores_every_script_as_the_forward_pass(hf, expected
 
 @pytest.mark.parametrize("text", [*PROMPTS, *FORMS])
 def test_token_strings_are_the_texts_bytes(hf, ref, text):
-    bytes_of = byte_of_char()
     ids = ref.ids(text)[1:]
-    want = [bytes(bytes_of[c] for c in p) for p in ref.tokenizer.convert_ids_to_tokens(ids)]
+    want = ref.token_bytes(ids)
     assert b"".join(want) == text.encode("utf-8")
     assert hf.tokenize(text) == [token_text(b) for b in want]
     assert [hf.engine.piece_bytes(t) for t in ids] == want
@@ -132,7 +131,6 @@ def test_client_exact_scores_every_script_through_serve_as_the_forward_pass(clie
 def test_echo_text_offsets_count_characters(served, ref, form):
     """text_offset: the character each token's first byte lies in (the tokenizer's own offset
     mapping), never past the end of the text; lone bytes written bytes:\\xNN."""
-    bytes_of = byte_of_char()
     text = PROMPTS[1] + form + " 😀"
     r = served.post({"model": "bbpe", "prompt": text, "max_tokens": 0, "echo": True, "logprobs": 0})
     assert r.status_code == 200, r.text[:500]
@@ -142,18 +140,16 @@ def test_echo_text_offsets_count_characters(served, ref, form):
     assert choice["text"] == text
     assert lp["text_offset"][1:] == [a for a, _ in enc["offset_mapping"][1:]]
     assert max(lp["text_offset"]) < len(text)
-    want = [token_text(bytes(bytes_of[c] for c in p)) for p in ref.tokenizer.convert_ids_to_tokens(enc["input_ids"])]
+    want = [token_text(b) for b in ref.token_bytes(enc["input_ids"])]
     assert lp["tokens"][1:] == want[1:] and lp["tokens"][0] == ""
     assert any(t.startswith("bytes:\\x") for t in lp["tokens"])
 
 
 @pytest.mark.parametrize("prompt", [PROMPTS[3], PROMPTS[4]])
 def test_top_logprobs_keep_lone_bytes_apart(served, ref, prompt):
-    bytes_of = byte_of_char()
     row = ref.next_token(prompt)
     top = np.argsort(-row, kind="stable")[:20]
-    names = ref.tokenizer.convert_ids_to_tokens([int(t) for t in top])
-    want = {token_text(bytes(bytes_of[c] for c in n)): float(row[t]) for n, t in zip(names, top)}
+    want = {token_text(b): float(row[t]) for b, t in zip(ref.token_bytes([int(t) for t in top]), top)}
     r = served.post({"model": "bbpe", "prompt": prompt, "max_tokens": 1, "logprobs": 20, "temperature": 0})
     assert r.status_code == 200, r.text[:500]
     got = r.json()["choices"][0]["logprobs"]["top_logprobs"][0]
@@ -175,8 +171,8 @@ def test_score_exact_topk_and_auto_through_serve_give_the_forward_pass(client, h
     tpl = ck.PromptTemplate("Review: {text}\nSentiment:")
     # the two single tokens most likely after these prompts, so that top-k sees them in most rows
     mean = np.mean([ref.next_token(p) for p in PROMPTS], axis=0)
-    single = [token_text(hf.engine.piece_bytes(int(t))) for t in np.argsort(-mean)
-              if hf.engine.piece_bytes(int(t)).strip() and len(ref.ids(token_text(hf.engine.piece_bytes(int(t))))) == 2]
+    words = (token_text(hf.engine.piece_bytes(int(t))) for t in np.argsort(-mean))
+    single = list(itertools.islice((w for w in words if w.strip() and len(ref.ids(w)) == 2), 2))
     verb_single = {"a": [single[0]], "b": [single[1]]}
     verb_bytes = {"neg": [" bad", " 好"], "pos": [" très", " 😀"]}
     for verb in (verb_single, verb_bytes):
@@ -235,7 +231,7 @@ def _plain_llama_cpp(path, pairs, ids, **settings) -> list[float]:
         lm.eval(full)
         logits = np.array(lm.scores[:len(full)], dtype=np.float64)
         lp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-        out.append(float(sum(lp[i - 1, full[i]] for i in range(len(pid), len(full)))))
+        out.append(form_logprob(lp, len(pid), full))
     lm.close()
     return out
 
