@@ -371,5 +371,7 @@ def test_every_test_the_reliability_table_names_exists() -> None:
     named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", table)
     assert len(named) >= 20
     for file, test in named:
-        source = (ROOT / "tests" / file).read_text()
+        found = list((ROOT / "tests").rglob(file))
+        assert len(found) == 1, f"README names {file}, and tests/ holds {len(found)} files of that name"
+        source = found[0].read_text()
         assert re.search(rf"^def {test}\(", source, flags=re.M), f"README names {file}::{test}, which does not exist"

@@ -22,7 +22,7 @@ from calibkit.datasets import (
 from calibkit.datasets.cards import CARD_KEYS
 from helpers import SHARED_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", list_datasets())

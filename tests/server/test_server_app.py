@@ -637,7 +637,7 @@ print(choice.text, choice.logprobs.top_logprobs[0])  # {' a': -1.74, ' Paris': -
 """
 
 
-REFERENCE_PAGE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "acs-api-logprobs.txt"
+REFERENCE_PAGE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "acs-api-logprobs.txt"
 
 
 def test_the_examples_here_are_the_reference_pages_verbatim():

@@ -14,7 +14,7 @@ import pytest
 from calibkit.datasets import HFUnavailableError, load_dataset
 from calibkit.datasets.hf import _is_offline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _hf_installed() -> bool:
