@@ -141,7 +141,7 @@ def main() -> None:
               f"{http_exact / http_topk:.2f}x ({http_exact:.1f} vs {http_topk:.1f} examples/s)", "", None))
     # For context: an echo answers every prompt position (a log-softmax over the vocabulary each),
     # which the embedded path never computes; the server computes them once per prompt, however
-    # many forms are echoed after it (tests/test_server_completions.py counts the decoded tokens).
+    # many forms are echoed after it (tests/server/test_server_completions.py counts the decoded tokens).
     print(row(f"zero-shot SST-2 (n = {len(texts)}), exact over HTTP vs embedded exact",
               f"{http_exact / embedded:.2f}x ({http_exact:.1f} vs {embedded:.1f} examples/s)", "", None))
     print(row("HTTP exact scores equal embedded exact", f"{diff:.3g} (largest absolute difference)",

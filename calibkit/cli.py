@@ -242,7 +242,7 @@ def _cmd_peek(args: argparse.Namespace) -> int:
 # -- data and calibrators shared by score / eval / calibrate ------------------------------
 DEFAULT_CALIBRATORS = "contextual,batch,temperature,contextual+temperature"
 # report.METRICS's names, spelled here so that --help needs no import of the statistics
-# half; tests/test_cli.py checks that the two agree.
+# half; tests/cli/test_cli.py checks that the two agree.
 DEFAULT_METRICS = ("accuracy", "nll", "brier", "ece", "smooth_ece")
 
 

@@ -40,43 +40,13 @@ from .calibration import (
     VectorScaling,
 )
 from .label_scores import LabelScores
+from .names import CALIBRATIONS, CHAIN_ORDER, check_calibration
 from .scoring import content_free_scores, default_backend, domain_context_scores, score
 from .templates import PromptTemplate, Verbalizer, iter_examples
 
 __all__ = [
     "CALIBRATIONS", "CHAIN_ORDER", "LogprobClassifier", "LogprobVectorizer", "check_calibration", "make_calibrator",
 ]
-
-#: Calibrators by name, for ``calibration=`` and ``calibkit eval --calibrators``.
-#: "none" renormalises the model's scores over the classes and fits nothing.
-CALIBRATIONS = (
-    "none",
-    "temperature",
-    "vector",
-    "matrix",
-    "platt",
-    "isotonic",
-    "histogram",
-    "contextual",
-    "domain",
-    "batch",
-)
-
-
-#: The kinds of calibration a chain (``"a+b+c"``) is made of, in the order it takes them:
-#: a prior correction divides out the model's bias in its raw scores, a scaling maps
-#: log-probabilities to log-probabilities, a binning returns step-function probabilities.
-CHAIN_ORDER: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("prior correction", ("contextual", "domain", "batch")),
-    ("scaling", ("temperature", "vector", "matrix", "platt")),
-    ("binning", ("isotonic", "histogram")),
-)
-
-_CHAIN_RULE = "a chain joins with '+', in this order, at most one {}, one {} and one {}, e.g. {!r}".format(
-    *(f"{kind} ({', '.join(names)})" for kind, names in CHAIN_ORDER),
-    "+".join(names[0] for _, names in CHAIN_ORDER),
-)
-
 
 def _template(t: PromptTemplate | str | None) -> PromptTemplate:
     if t is None:
@@ -106,49 +76,6 @@ def _in_sorted_order(v: Verbalizer) -> Verbalizer:
     if order == list(range(len(v.classes))):
         return v
     return Verbalizer({v.classes[i]: v.forms[i] for i in order})
-
-
-def check_calibration(name: str) -> list[str]:
-    """The parts of a calibration name (``"a+b"`` chains them), or a ValueError saying what is allowed.
-
-    Checks the spelling only, so that a bad chain fails before anything is scored;
-    :func:`make_calibrator` calls it first. See :data:`CHAIN_ORDER` for the chains.
-
-    >>> check_calibration("contextual+temperature+isotonic")
-    ['contextual', 'temperature', 'isotonic']
-    >>> check_calibration("isotonic+temperature")
-    Traceback (most recent call last):
-    ...
-    ValueError: calibration='isotonic+temperature': the binning 'isotonic' cannot come before the scaling ...
-    """
-    if not isinstance(name, str):
-        raise ValueError(f"calibration must be a name such as 'temperature' (got {name!r})")
-    parts = [part.strip() for part in name.split("+")]
-    unknown = [part for part in parts if part not in CALIBRATIONS]
-    if unknown:
-        what = f"unknown calibration {unknown[0]!r}" if unknown[0] else "an empty name"
-        raise ValueError(
-            f"{what}{f' in calibration={name!r}' if len(parts) > 1 else ''}; "
-            f"choose from {', '.join(CALIBRATIONS)}, or join them with '+' ({_CHAIN_RULE})"
-        )
-    if len(parts) == 1:
-        return parts
-    if "none" in parts:
-        raise ValueError(
-            f"calibration={name!r}: 'none' fits nothing and takes no part in a chain; "
-            f"use calibration='none' alone, or {_CHAIN_RULE}"
-        )
-    rank = {part: (i, kind) for i, (kind, names) in enumerate(CHAIN_ORDER) for part in names}
-    for a, b in zip(parts, parts[1:]):
-        (ra, kind_a), (rb, kind_b) = rank[a], rank[b]
-        if ra == rb:
-            problem = f"{a!r} and {b!r} are both a {kind_a}"
-        elif ra > rb:
-            problem = f"the {kind_a} {a!r} cannot come before the {kind_b} {b!r}"
-        else:
-            continue
-        raise ValueError(f"calibration={name!r}: {problem}; {_CHAIN_RULE}")
-    return parts
 
 
 def make_calibrator(
