@@ -77,7 +77,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import StratifiedKFold
 
 from . import metrics as M
-from .backends.base import Backend, check_int
+from .backends.base import Backend, VocabularyBackend, check_int
 from .calibration import cross_val_calibrate
 from .estimator import check_calibration, make_calibrator
 from .label_scores import LabelScores
@@ -86,9 +86,6 @@ from .scoring import CONTENT_FREE, default_backend, random_domain_texts, score
 from .templates import PromptTemplate, Verbalizer, iter_examples
 
 __all__ = ["FormSearch", "search_forms", "sees_vocabulary"]
-
-#: The methods a backend needs for proposals from the whole vocabulary.
-VOCABULARY_METHODS = ("next_token_logprobs", "token_ids", "token_text", "n_vocab")
 
 _PROMPT = PromptTemplate("{prompt}")  # the prompts are written once, demonstrations and all
 
@@ -101,12 +98,13 @@ def _score_prompts(prompts: list[str], verbalizer: Verbalizer, backend: Backend,
 
 
 def sees_vocabulary(backend: Any) -> bool:
-    """Whether ``backend`` reads the whole next-token distribution (so :func:`search_forms` can propose words).
+    """Whether ``backend`` reads the whole next-token distribution (so :func:`search_forms` can propose words):
+    whether it is a :class:`~calibkit.backends.base.VocabularyBackend`.
 
     >>> sees_vocabulary(object())
     False
     """
-    return all(hasattr(backend, name) for name in VOCABULARY_METHODS)
+    return isinstance(backend, VocabularyBackend)
 
 
 @dataclass
@@ -309,16 +307,12 @@ def _label_indices(labels: list, classes: list) -> np.ndarray:
     return np.array([index[repr(v)] for v in labels], dtype=int)
 
 
-def _propose(backend: Any, prompts: list[str], y_idx: np.ndarray, classes: list, given: dict,
+def _propose(backend: VocabularyBackend, prompts: list[str], y_idx: np.ndarray, classes: list, given: dict,
              n_proposed: int, *, ends_with_field: bool, progress: bool | None) -> dict[Hashable, list[str]]:
     """Each class's proposals from one pass over the whole vocabulary (see the module's doc)."""
     K = len(classes)
-    sums = np.zeros((K, backend.n_vocab))
     with progress_bar(len(prompts), progress, desc="whole vocabulary", unit="prompt") as bar:
-        for prompt, k in zip(prompts, y_idx):
-            sums[k] += backend.next_token_logprobs(prompt)
-            bar.update()
-    means = sums / np.bincount(y_idx, minlength=K)[:, None]
+        means = backend.mean_next_token_logprobs(prompts, y_idx.tolist(), progress=bar.update)
     ratio = np.empty_like(means)
     for k in range(K):
         ratio[k] = means[k] - np.delete(means, k, axis=0).mean(axis=0)

@@ -43,11 +43,11 @@ class TableBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return {"backend": "table", "model": "table"}
 
-    def _answer_top_k(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+    def _answer_top_k(self, prompts: list[str], k: int, *, keep=None) -> list[dict[str, float]]:
         self.asked += [("top_k", p) for p in prompts]
         return [dict(sorted(self.next_token[p].items(), key=lambda kv: -kv[1])[:k]) for p in prompts]
 
-    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+    def _answer_continuations(self, pairs: list[tuple[str, str]], *, keep=None) -> list[Continuation | None]:
         self.asked += [("continuation", p, c) for p, c in pairs]
         out: list[Continuation | None] = []
         for p, c in pairs:

@@ -247,10 +247,10 @@ class WordModel(ck.Backend):
     exact_is_cheap = True
     cues = {" positive": ("good", "great"), " negative": ("bad", "dull"), " neutral": ("so-so",)}
 
-    def _answer_top_k(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+    def _answer_top_k(self, prompts: list[str], k: int, *, keep=None) -> list[dict[str, float]]:
         raise AssertionError("asked for the top-k; these tests score exactly")
 
-    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[ck.Continuation]:
+    def _answer_continuations(self, pairs: list[tuple[str, str]], *, keep=None) -> list[ck.Continuation]:
         out = []
         for prompt, form in pairs:
             jitter = zlib.crc32(f"{prompt}|{form}".encode()) % 1000 / 500.0

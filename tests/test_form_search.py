@@ -174,3 +174,35 @@ def test_bad_input_is_a_clear_error(local_model, sentiment, kwargs, match) -> No
 
 def test_content_free_inputs_are_the_scoring_modules(found) -> None:
     assert CONTENT_FREE == ("N/A", "", "[MASK]")  # what the contextual correction in the table scored
+
+
+def test_a_rerun_of_a_search_asks_the_model_nothing_and_a_changed_setting_asks_again(sentiment, tmp_path) -> None:
+    X, y, template = sentiment
+    X, y = X[:12] + X[30:42], y[:12] + y[30:42]  # 12 of each class
+    path = tmp_path / "c.sqlite"
+
+    def search(model: ck.LocalModel, rows: slice = slice(None)) -> ck.FormSearch:
+        return ck.search_forms(X[rows], y[rows], template, model, candidates=CANDIDATES, n_proposed=2, cv=3,
+                               progress=False)
+
+    def counting(model: ck.LocalModel) -> list[str]:
+        asked: list[str] = []
+        whole = model.next_token_logprobs
+        model.next_token_logprobs = lambda p: asked.append(p) or whole(p)  # type: ignore[method-assign]
+        return asked
+
+    first = ck.LocalModel(cache=path)
+    asked = counting(first)
+    found = search(first)
+    assert len(asked) == 24 and first.requests_made > 0
+
+    again = ck.LocalModel(cache=path)
+    asked = counting(again)
+    rerun = search(again)
+    assert asked == [] and again.requests_made == 0 and again.cache_hits > 0
+    assert rerun.table.equals(found.table) and rerun.verbalizer == found.verbalizer
+
+    changed = ck.LocalModel(cache=path)
+    asked = counting(changed)
+    search(changed, slice(1, -1))  # other examples: another question about the vocabulary
+    assert len(asked) == 22 and changed.requests_made >= 1

@@ -150,7 +150,7 @@ def test_multi_token_labels_of_the_embedded_model_warn_only_with_top_k(local_mod
 class SlowBackend(TableBackend):
     batch_size = 1
 
-    def _answer_top_k(self, prompts, k):
+    def _answer_top_k(self, prompts, k, *, keep=None):
         time.sleep(0.05)
         return super()._answer_top_k(prompts, k)
 

@@ -18,26 +18,31 @@ some other text; :func:`~calibkit.score` turns None into a
 :class:`~calibkit.TokenizationError` that names the form and the prompt.
 
 A backend is a class with an :attr:`~Backend.identity` and the two methods that
-answer these, ``_answer_top_k`` and ``_answer_continuations``. Everything else is
-here: the answers already in the cache are looked up, the rest are asked in
-batches of :attr:`~Backend.batch_size`, and each batch is written to the cache as it
-finishes, so an interrupted run resumes where it stopped. A backend that
-:attr:`~Backend.streams_answers` (the HTTP client) is handed windows of
-:attr:`~Backend.window_batches` batches instead and hands back the answers as they
-come, in small groups, each written to the cache then: no batch waits for the
-slowest answer of the one before, and a killed run still loses at most the answers
-in progress. The cache key is the
-backend's identity (model, endpoint, the settings that change numbers) and the
-question, never an API key.
+answer these, ``_answer_top_k(prompts, k, *, keep=None)`` and
+``_answer_continuations(pairs, *, keep=None)``. Everything else is here: the answers
+already in the cache are looked up, the rest are asked in batches of
+:attr:`~Backend.batch_size`, and each batch is written to the cache as it finishes,
+so an interrupted run resumes where it stopped. ``keep`` is a callback a backend may
+call with answers as they come (``{position in the list: answer}``), which writes
+them to the cache at once; a backend that does so for every answer
+(:attr:`~Backend.streams_answers`: the HTTP client, :class:`~calibkit.RayPool`) is
+handed windows of :attr:`~Backend.window_batches` batches instead: no batch waits
+for the slowest answer of the one before, and a killed run still loses at most the
+answers in progress. The cache key is the backend's identity (model, endpoint, the
+settings that change numbers) and the question, never an API key.
+
+A backend that reads the whole next-token distribution (:class:`VocabularyBackend`:
+the embedded llama.cpp model, transformers) answers a third question,
+:meth:`VocabularyBackend.mean_next_token_logprobs`, behind the same cache.
 
 Example: a backend that knows one fixed next-token distribution.
 
 >>> import math
 >>> class Fixed(Backend):
 ...     identity = {"backend": "fixed", "model": "coin"}
-...     def _answer_top_k(self, prompts, k):
+...     def _answer_top_k(self, prompts, k, *, keep=None):
 ...         return [{" heads": math.log(0.6), " tails": math.log(0.4)} for _ in prompts]
-...     def _answer_continuations(self, pairs):
+...     def _answer_continuations(self, pairs, *, keep=None):
 ...         lp = {" heads": math.log(0.6), " tails": math.log(0.4)}
 ...         return [Continuation((c,), (lp[c],)) for _, c in pairs]
 >>> m = Fixed(cache=False)
@@ -49,16 +54,20 @@ Example: a backend that knows one fixed next-token distribution.
 
 from __future__ import annotations
 
+import base64
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Hashable, Sequence, TypeVar
 
+import numpy as np
+
 from ..api import APIError
 from ..cache import ResponseCache, resolve_cache
 
-__all__ = ["MISSING", "Backend", "Continuation", "IncompleteAnswers", "SharedOnCopy", "TopK", "check_int"]
+__all__ = ["MISSING", "Backend", "Continuation", "IncompleteAnswers", "Keep", "SharedOnCopy", "TopK",
+           "VocabularyBackend", "check_int"]
 
 #: Where :class:`IncompleteAnswers` has no answer for a question.
 class _Missing:
@@ -86,9 +95,17 @@ class IncompleteAnswers(Exception):
         #: positions of the questions whose request failed (the others MISSING were not sent)
         self.failed = list(failed)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields, not from ``args`` (its message): RayPool's actors send it back.
+        return type(self), (self.answers, self.cause, self.failed)
+
+
 #: The answer to the top-k question for one prompt: token string -> log-probability,
 #: most likely first. A server may add the sampled token as a (k+1)-th entry.
 TopK = dict[str, float]
+
+#: What a backend's ``_answer_*`` methods call with answers as they come: {position in the list: answer}.
+Keep = Callable[[dict[int, Any]], None]
 
 Q = TypeVar("Q", bound=Hashable)
 A = TypeVar("A")
@@ -153,12 +170,12 @@ class Backend(ABC):
     exact_is_cheap: bool = False
     #: Questions handed to the subclass at once; each batch is cached as it finishes.
     batch_size: int = 16
-    #: True where ``_answer_top_k`` and ``_answer_continuations`` take ``keep=``, a callback
-    #: that they call with answers as they come (``{position in the list: answer}``, each
-    #: position once), which writes those to the cache at once; they may still return
-    #: (or put in :class:`IncompleteAnswers`) every answer, those already kept included.
-    #: Such a backend bounds what it has asked and not yet kept (the HTTP client: at most
-    #: ``batch_size`` questions) and is handed ``window_batches`` batches at a time.
+    #: True where ``_answer_top_k`` and ``_answer_continuations`` call their ``keep`` with
+    #: every answer as it comes (each position once), so that it is cached at once; they
+    #: may still return (or put in :class:`IncompleteAnswers`) every answer, those already
+    #: kept included. Such a backend bounds what it has asked and not yet kept (the HTTP
+    #: client: at most ``batch_size`` questions) and is handed ``window_batches`` batches
+    #: at a time; any other is handed one batch, cached when it returns.
     streams_answers: bool = False
     #: Batches in one window handed to a backend that streams its answers.
     window_batches: int = 128
@@ -182,12 +199,19 @@ class Backend(ABC):
 
     # -- what a backend implements ------------------------------------------------------
     @abstractmethod
-    def _answer_top_k(self, prompts: list[str], k: int) -> list[TopK]:
-        """The top-k next tokens after each prompt, in order; ``k`` is within :attr:`logprobs_cap`."""
+    def _answer_top_k(self, prompts: list[str], k: int, *, keep: Keep | None = None) -> list[TopK]:
+        """The top-k next tokens after each prompt, in order; ``k`` is within :attr:`logprobs_cap`.
+
+        ``keep``, where given, may be called with answers as they come (see :attr:`streams_answers`).
+        """
 
     @abstractmethod
-    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
-        """Each continuation's tokens and logprobs given its prompt; None where it merges with the prompt."""
+    def _answer_continuations(self, pairs: list[tuple[str, str]], *,
+                              keep: Keep | None = None) -> list[Continuation | None]:
+        """Each continuation's tokens and logprobs given its prompt; None where it merges with the prompt.
+
+        ``keep``, where given, may be called with answers as they come (see :attr:`streams_answers`).
+        """
 
     # -- the two questions, behind the cache --------------------------------------------------
     def top_k(
@@ -205,8 +229,7 @@ class Backend(ABC):
             "top_k",
             prompts,
             lambda p: {"prompt": p, "k": k},
-            lambda batch, keep: (self._answer_top_k(batch, k) if keep is None
-                                 else self._answer_top_k(batch, k, keep=keep)),  # type: ignore[call-arg]
+            lambda batch, keep: self._answer_top_k(batch, k, keep=keep),
             encode=lambda a: [[t, v] for t, v in a.items()],
             decode=lambda v: {t: lp for t, lp in v},
             progress=progress,
@@ -235,8 +258,7 @@ class Backend(ABC):
             "continuation",
             pairs,
             lambda pc: {"prompt": pc[0], "continuation": pc[1]},
-            lambda batch, keep: (self._answer_continuations(batch) if keep is None
-                                 else self._answer_continuations(batch, keep=keep)),  # type: ignore[call-arg]
+            lambda batch, keep: self._answer_continuations(batch, keep=keep),
             encode=lambda a: None if a is None else a.to_json(),
             decode=lambda v: None if v is None else Continuation.from_json(v),
             progress=progress,
@@ -255,7 +277,7 @@ class Backend(ABC):
         question: str,
         items: list[Q],
         key_of: Callable[[Q], dict[str, Any]],
-        answer: Callable[[list[Q], Callable[[dict[int, A]], None] | None], list[A]],
+        answer: Callable[[list[Q], Keep], list[A]],
         *,
         encode: Callable[[A], Any],
         decode: Callable[[Any], A],
@@ -291,9 +313,8 @@ class Backend(ABC):
         size = self.batch_size * (self.window_batches if self.streams_answers else 1)
         for s in range(0, len(todo), size):
             batch = todo[s : s + size]
-            keep_partial = partial(keep_window, batch) if self.streams_answers else None
             try:
-                answers = list(answer(batch, keep_partial))
+                answers = list(answer(batch, partial(keep_window, batch)))
             except IncompleteAnswers as e:
                 keep({q: a for q, a in zip(batch, e.answers) if a is not MISSING})
                 failed = [batch[i] for i in e.failed] or [q for q in batch if q not in out]
@@ -341,6 +362,103 @@ class Backend(ABC):
 
 
 B = TypeVar("B", bound=Backend)
+
+
+class VocabularyBackend(Backend):
+    """A backend that reads the whole next-token distribution, and so can propose words of its own.
+
+    What :func:`~calibkit.search_forms` asks of a model besides the two questions.
+    Subclasses implement :attr:`n_vocab`, :meth:`token_ids`, :meth:`token_text` and
+    :meth:`next_token_logprobs`; the question the search asks,
+    :meth:`mean_next_token_logprobs`, is answered from them behind the cache, keyed by
+    the backend's identity and the prompts, so that a rerun asks the model nothing.
+    (A whole-vocabulary row is megabytes: one is cached per set of prompts, not per
+    prompt. Tokenizing is the tokenizer's, asked directly.)
+
+    >>> import math
+    >>> class Coin(VocabularyBackend):
+    ...     identity = {"backend": "coin", "model": "coin"}
+    ...     n_vocab = 2
+    ...     def token_ids(self, text, *, add_bos=False):
+    ...         return [[" heads", " tails"].index(w) for w in text.split(" ")[1:]]
+    ...     def token_text(self, token_id):
+    ...         return [" heads", " tails"][token_id]
+    ...     def next_token_logprobs(self, prompt):
+    ...         p = 0.9 if prompt.endswith("heads") else 0.5
+    ...         return np.log([p, 1 - p])
+    ...     def _answer_top_k(self, prompts, k, *, keep=None):
+    ...         raise NotImplementedError
+    ...     def _answer_continuations(self, pairs, *, keep=None):
+    ...         raise NotImplementedError
+    >>> m = Coin(cache=False)
+    >>> np.exp(m.mean_next_token_logprobs(["Toss: heads", "Toss:", "Toss: tails"], [0, 0, 1])).round(3).tolist()
+    [[0.671, 0.224], [0.5, 0.5]]
+    """
+
+    @property
+    @abstractmethod
+    def n_vocab(self) -> int:
+        """Tokens in the vocabulary: the length of :meth:`next_token_logprobs`."""
+
+    @abstractmethod
+    def token_ids(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """Token ids of ``text``; with ``add_bos`` the BOS token comes first (as for a prompt)."""
+
+    @abstractmethod
+    def token_text(self, token_id: int) -> str:
+        """The string of one token id."""
+
+    @abstractmethod
+    def next_token_logprobs(self, prompt: str) -> np.ndarray:
+        """The exact next-token distribution after ``prompt``: log-probabilities over the whole vocabulary."""
+
+    def mean_next_token_logprobs(
+        self, prompts: Sequence[str], groups: Sequence[int] | None = None, *,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Every token's log-probability after the prompts, averaged over each group of them.
+
+        ``groups[i]`` is prompt ``i``'s group, 0 to G - 1, each with a prompt at least
+        (None: one group). Returns a float64 array of G rows of :attr:`n_vocab`. The
+        prompts are run in the order given, and the whole answer is cached as one: the
+        same prompts and groups to the same backend are asked once. ``progress`` is
+        called with the number of prompts done (all at once on a cache hit).
+        """
+        ps = tuple(_strings(prompts, "prompts"))
+        gs = tuple(0 for _ in ps) if groups is None else tuple(int(g) for g in groups)
+        if len(gs) != len(ps):
+            raise ValueError(f"groups has {len(gs)} entries for {len(ps)} prompts; give one group per prompt")
+        counts = np.bincount(gs) if gs and min(gs) >= 0 else np.zeros(0, dtype=int)
+        if not counts.size or not counts.all():
+            raise ValueError("mean_next_token_logprobs needs prompts, and groups numbered 0 to G - 1, "
+                             f"each with a prompt (got {len(ps)} prompts, groups {sorted(set(gs))[:10]})")
+
+        def answer(questions: list[tuple[tuple[str, ...], tuple[int, ...]]], keep: Keep) -> list[np.ndarray]:
+            out = []
+            for qs, qg in questions:
+                sums = np.zeros((len(counts), self.n_vocab))
+                for p, g in zip(qs, qg):
+                    sums[g] += self.next_token_logprobs(p)
+                    if progress is not None:
+                        progress(1)
+                out.append(sums / counts[:, None])
+            return out
+
+        hits = self.cache_hits
+        [means] = self._ask(
+            "mean_next_token_logprobs",
+            [(ps, gs)],
+            lambda q: {"prompts": list(q[0]), "groups": list(q[1])},
+            answer,
+            encode=lambda a: {"shape": list(a.shape),
+                              "float64": base64.b64encode(np.asarray(a, dtype="<f8").tobytes()).decode("ascii")},
+            decode=lambda v: np.frombuffer(base64.b64decode(v["float64"]), dtype="<f8")
+                               .astype(np.float64).reshape(v["shape"]),
+            progress=None,
+        )
+        if progress is not None and self.cache_hits > hits:
+            progress(len(ps))
+        return means
 
 
 class SharedOnCopy:

@@ -44,11 +44,9 @@ import socket
 from typing import Any, Callable, Sequence
 
 from ..cache import ResponseCache
-from .base import MISSING, Backend, Continuation, IncompleteAnswers, SharedOnCopy, TopK, check_int
+from .base import MISSING, Backend, Continuation, IncompleteAnswers, Keep, SharedOnCopy, TopK, check_int
 
 __all__ = ["RayPool"]
-
-Keep = Callable[[dict[int, Any]], None]
 
 
 def _ray() -> Any:
@@ -70,19 +68,16 @@ class _Worker:
         backend.cache = None
         self.backend = backend
 
-    def ask(self, question: str, items: list[Any], k: int | None) -> tuple[str, Any]:
-        """("ok", answers), or ("partial", ({position: answer}, cause, failed positions)).
-
-        IncompleteAnswers does not survive pickling (its arguments are not its args), so it
-        travels as a tuple of what came; any other exception travels as Ray's RayTaskError.
-        """
+    def ask(self, question: str, items: list[Any], k: int | None) -> list[Any] | IncompleteAnswers:
+        """The answers, or the IncompleteAnswers of a chunk that failed part way, sent back as it is
+        (rather than raised, which Ray would wrap); any other exception travels as Ray's RayTaskError."""
         try:
             if question == "top_k":
-                return "ok", self.backend._answer_top_k(items, k)
-            return "ok", self.backend._answer_continuations(items)
+                assert k is not None
+                return self.backend._answer_top_k(items, k)
+            return self.backend._answer_continuations(items)
         except IncompleteAnswers as e:
-            came = {i: a for i, a in enumerate(e.answers) if a is not MISSING}
-            return "partial", (came, e.cause, e.failed)
+            return e
 
 
 def _recipe(backend: Backend) -> tuple[type, dict[str, Any]]:
@@ -278,10 +273,10 @@ class RayPool(SharedOnCopy, Backend):
         super().close()
 
     # -- the two questions ------------------------------------------------------------
-    def _answer_top_k(self, prompts: list[str], k: int, keep: Keep | None = None) -> list[TopK]:
+    def _answer_top_k(self, prompts: list[str], k: int, *, keep: Keep | None = None) -> list[TopK]:
         return self._spread("top_k", prompts, k, None, keep)
 
-    def _answer_continuations(self, pairs: list[tuple[str, str]],
+    def _answer_continuations(self, pairs: list[tuple[str, str]], *,
                               keep: Keep | None = None) -> list[Continuation | None]:
         return self._spread("continuation", pairs, None, lambda pc: pc[0], keep)
 
@@ -310,7 +305,7 @@ class RayPool(SharedOnCopy, Backend):
             slot, c = running.pop(ref)
             pos = chunks[c]
             try:
-                status, result = ray.get(ref)
+                result = ray.get(ref)
             except RayTaskError as e:  # the backend's own error, raised in the actor
                 cause = cause or _unwrap(e)
                 failed += pos
@@ -329,11 +324,11 @@ class RayPool(SharedOnCopy, Backend):
                     self.retried += 1
                     pending.appendleft(c)
                 continue
-            if status == "partial":
-                came, chunk_cause, chunk_failed = result
-                result = [came.get(i, MISSING) for i in range(len(pos))]
-                cause = cause or chunk_cause
-                failed += [pos[i] for i in chunk_failed] or [p for i, p in enumerate(pos) if i not in came]
+            if isinstance(result, IncompleteAnswers):
+                cause = cause or result.cause
+                came = result.answers[: len(pos)] + [MISSING] * (len(pos) - len(result.answers))
+                failed += [pos[i] for i in result.failed] or [p for p, a in zip(pos, came) if a is MISSING]
+                result = came
             elif len(result) != len(pos):
                 cause = cause or RuntimeError(f"an actor's backend answered {len(result)} of {len(pos)} questions")
                 failed += pos

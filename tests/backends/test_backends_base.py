@@ -31,10 +31,10 @@ class Letters(Backend):
         p_yes = (ord("z") - ord(prompt.strip()[-1].lower()) + 0.5) / 27
         return {" yes": math.log(p_yes * 0.9), " no": math.log((1 - p_yes) * 0.9), " maybe": math.log(0.1)}
 
-    def _answer_top_k(self, prompts, k):
+    def _answer_top_k(self, prompts, k, *, keep=None):
         return [dict(sorted(self._dist(p).items(), key=lambda kv: -kv[1])[:k]) for p in prompts]
 
-    def _answer_continuations(self, pairs):
+    def _answer_continuations(self, pairs, *, keep=None):
         out = []
         for p, c in pairs:
             if self.fail_after is not None and self.answered >= self.fail_after:
@@ -145,7 +145,7 @@ def test_continuation_answers_are_checked() -> None:
 
 def test_a_backend_that_loses_answers_is_an_error() -> None:
     class Lossy(Letters):
-        def _answer_top_k(self, prompts, k):
+        def _answer_top_k(self, prompts, k, *, keep=None):
             return super()._answer_top_k(prompts, k)[:-1]
 
     with pytest.raises(RuntimeError, match="answered 1 of 2 questions"):
@@ -165,7 +165,7 @@ class Streaming(Letters):
         self.windows: list[int] = []
         self.cached_before_end: list[int] = []
 
-    def _answer_continuations(self, pairs, keep=None):
+    def _answer_continuations(self, pairs, *, keep=None):
         assert keep is not None
         self.windows.append(len(pairs))
         out = []

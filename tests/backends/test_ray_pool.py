@@ -43,7 +43,7 @@ class Scripted(Backend):
             ident["endpoint"] = self.endpoint
         return ident
 
-    def _answer_top_k(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+    def _answer_top_k(self, prompts: list[str], k: int, *, keep=None) -> list[dict[str, float]]:
         if any("boom" in p for p in prompts):
             raise ValueError(f"the prompt {prompts!r} went boom")
         answers = [{" yes": -0.1 * len(p), " no": math.log(0.5)} for p in prompts]
@@ -53,7 +53,7 @@ class Scripted(Backend):
             raise IncompleteAnswers(answers, APIError("503 upstream overloaded", status_code=503))
         return answers
 
-    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+    def _answer_continuations(self, pairs: list[tuple[str, str]], *, keep=None) -> list[Continuation | None]:
         return [Continuation((c,), (-float(len(p)),)) for p, c in pairs]
 
 

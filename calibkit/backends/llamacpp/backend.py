@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...cache import ResponseCache
-from ..base import Backend, Continuation, SharedOnCopy, TopK, check_int
+from ..base import Continuation, Keep, SharedOnCopy, TopK, VocabularyBackend, check_int
 from ..pieces import token_text
 from .engine import Engine, EngineKey, check_n_batch, engine_for, log_softmax_at
 from .gguf import DEFAULT_MODEL_NAME, default_model_path
@@ -30,7 +30,7 @@ from .gguf import DEFAULT_MODEL_NAME, default_model_path
 __all__ = ["LocalModel"]
 
 
-class LocalModel(SharedOnCopy, Backend):
+class LocalModel(SharedOnCopy, VocabularyBackend):
     """A GGUF model in-process; google/gemma-3-270m from its PyPI package by default.
 
     Parameters
@@ -153,7 +153,7 @@ class LocalModel(SharedOnCopy, Backend):
         return list(self.top_k([prompt], k)[0].items())
 
     # -- the two questions ------------------------------------------------------------
-    def _answer_top_k(self, prompts: list[str], k: int) -> list[TopK]:
+    def _answer_top_k(self, prompts: list[str], k: int, *, keep: Keep | None = None) -> list[TopK]:
         eng = self.engine
         out: list[TopK] = []
         for prompt in prompts:
@@ -162,7 +162,8 @@ class LocalModel(SharedOnCopy, Backend):
                 out.append(eng.top(x, lse, k))
         return out
 
-    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+    def _answer_continuations(self, pairs: list[tuple[str, str]], *,
+                              keep: Keep | None = None) -> list[Continuation | None]:
         eng = self.engine
         out: list[Continuation | None] = []
         for prompt, group in itertools.groupby(pairs, key=lambda pc: pc[0]):

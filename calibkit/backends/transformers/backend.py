@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ...cache import ResponseCache
-from ..base import Backend, Continuation, SharedOnCopy, TopK, check_int
+from ..base import Continuation, Keep, SharedOnCopy, TopK, VocabularyBackend, check_int
 from .checkpoint import import_torch_transformers
 from .engine import Engine, LoadKey, OutOfMemory, common_prefix, cut_cache, engine_for
 
@@ -44,7 +44,7 @@ _PADDING_SIDES = ("right", "left")
 _DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 
-class TransformersModel(SharedOnCopy, Backend):
+class TransformersModel(SharedOnCopy, VocabularyBackend):
     """A causal language model run by transformers; google/gemma-3-270m in float32 from the bundled GGUF by default.
 
     Parameters
@@ -190,13 +190,14 @@ class TransformersModel(SharedOnCopy, Backend):
         return list(self.top_k([prompt], k)[0].items())
 
     # -- the two questions ------------------------------------------------------------
-    def _answer_top_k(self, prompts: list[str], k: int) -> list[TopK]:
+    def _answer_top_k(self, prompts: list[str], k: int, *, keep: Keep | None = None) -> list[TopK]:
         lm = self.engine
         with lm.lock:
             rows, _ = self._prompts(lm, [lm.tokenize(p, True) for p in prompts])
             return [lm.top(r, k) for r in rows]
 
-    def _answer_continuations(self, pairs: list[tuple[str, str]]) -> list[Continuation | None]:
+    def _answer_continuations(self, pairs: list[tuple[str, str]], *,
+                              keep: Keep | None = None) -> list[Continuation | None]:
         lm = self.engine
         groups = [(p, [c for _, c in g]) for p, g in itertools.groupby(pairs, key=lambda pc: pc[0])]
         with lm.lock:

@@ -147,7 +147,7 @@ def test_an_interrupted_run_resumes_without_asking_anything_twice(local_model, t
         batch_size = 2  # one prompt's two forms per batch, each cached as it finishes
         fail_after: int | None = 5
 
-        def _answer_continuations(self, batch):
+        def _answer_continuations(self, batch, *, keep=None):
             if len(asked) == self.fail_after:
                 raise KeyboardInterrupt
             asked.extend(dict.fromkeys(p for p, _ in batch))
