@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ...api import InvalidRequestError
+from ..context import check_context
 from ..pieces import token_text
 
 __all__ = [
@@ -263,13 +263,11 @@ class Engine:
 
     # -- decoding -------------------------------------------------------------
     def check_len(self, n: int, what: str = "prompt") -> None:
-        """Raise :class:`~calibkit.api.InvalidRequestError` if ``n`` tokens exceed the context."""
-        if n > self.n_ctx:
-            raise InvalidRequestError(
-                f"the {what} is {n} tokens, longer than the model's context of {self.n_ctx}; "
-                f"shorten it or load the model with a larger n_ctx",
-                param="prompt",
-            )
+        """Raise :class:`~calibkit.api.InvalidRequestError` if ``n`` tokens exceed the context.
+
+        (:func:`~calibkit.backends.context.check_context`, the one rule of both engines.)
+        """
+        check_context(n, self.n_ctx, what)
 
     def reset(self) -> None:
         """Empty the key/value cache (and forget the kept last row): the next prompt decodes afresh."""

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..base import TopK
+from ..context import check_context
 from ..pieces import TokenBytes, token_text
 from .checkpoint import check_hub_reachable, checkpoint_source, hub_error, import_torch_transformers, keep_converted
 
@@ -276,15 +277,11 @@ class Decoder:
         return int(token) in self.ends
 
     def check_len(self, n: int, what: str = "prompt") -> None:
-        """Raise :class:`~calibkit.api.InvalidRequestError` if ``n`` tokens exceed the context."""
-        if n > self.n_ctx:
-            from ...api import InvalidRequestError
+        """Raise :class:`~calibkit.api.InvalidRequestError` if ``n`` tokens exceed the context.
 
-            raise InvalidRequestError(
-                f"the {what} is {n} tokens, longer than the model's context of {self.n_ctx}; "
-                f"shorten it or serve the model with a larger --n-ctx (at most {self.engine.max_len})",
-                param="prompt",
-            )
+        (:func:`~calibkit.backends.context.check_context`, the one rule of both engines.)
+        """
+        check_context(n, self.n_ctx, what, max_ctx=self.engine.max_len)
 
     # -- the cache ---------------------------------------------------------------------------
     def reset(self) -> None:
