@@ -12,6 +12,11 @@ when a name that needs them is touched.
 
 >>> sorted(n for n in ck.__all__ if n.endswith("Scaling"))
 ['MatrixScaling', 'PlattScaling', 'TemperatureScaling', 'VectorScaling']
+
+A study (:class:`Study`) is the usual start: templates × verbalizers × models ×
+calibrators, scored once and compared on one held-out split. The wire types of the
+completions API (``CompletionRequest``, ``InvalidRequestError`` ...) are in
+:mod:`calibkit.api`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .version import __version__
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(["APIError", "CompletionRequest", "CompletionResponse", "InvalidRequestError"], "api"),
+    "APIError": "api",
     **dict.fromkeys(["Backend", "Client", "Continuation", "LocalModel", "RayPool", "TransformersModel"], "backends"),
     **dict.fromkeys(["CacheError", "CacheFullError", "ResponseCache"], "cache"),
     "MalformedResponseError": "backends.http",
@@ -35,14 +40,19 @@ _EXPORTS: dict[str, str] = {
         ],
         "calibration",
     ),
+    "compare": "comparison",
+    "load_dataset": "datasets",
     **dict.fromkeys(["plot_reliability", "plot_reliability_grid", "reliability_data"], "diagrams"),
     **dict.fromkeys(["LogprobClassifier", "LogprobVectorizer", "make_calibrator"], "estimator"),
+    "evaluate": "evaluation",
     **dict.fromkeys(["FormSearch", "search_forms"], "form_search"),
     **dict.fromkeys(["LabelScores", "read_scores", "write_scores"], "label_scores"),
     **dict.fromkeys(
         ["TokenizationError", "content_free_scores", "domain_context_scores", "random_domain_texts", "score"],
         "scoring",
     ),
+    **dict.fromkeys(["Study", "StudyResults"], "study"),
+    "write_report": "report",
     **dict.fromkeys(["PromptTemplate", "TokenizationTrap", "TokenizationWarning", "Verbalizer", "check_traps"],
                     "templates"),
 }

@@ -14,8 +14,11 @@ where they are computed (:data:`calibkit.evaluation.METRICS`,
 
 from __future__ import annotations
 
+from typing import Sequence
+
 __all__ = [
     "CALIBRATIONS", "CHAIN_ORDER", "DEFAULT_CALIBRATORS", "METHODS", "METRIC_NAMES", "check_calibration",
+    "check_calibrators",
 ]
 
 #: How label forms are scored (:func:`calibkit.score`'s ``method=``).
@@ -99,3 +102,26 @@ def check_calibration(name: str) -> list[str]:
             continue
         raise ValueError(f"calibration={name!r}: {problem}; {_CHAIN_RULE}")
     return parts
+
+
+def check_calibrators(names: str | Sequence[str]) -> list[str]:
+    """A list of calibrator names (or one comma-separated string) checked, each error said
+    of its ``calibrators=`` entry.
+
+    >>> check_calibrators("contextual, temperature")
+    ['contextual', 'temperature']
+    >>> check_calibrators(["temperature", "tempreature"])
+    Traceback (most recent call last):
+    ...
+    ValueError: calibrators= tempreature: unknown calibration 'tempreature'; choose from ...
+    """
+    chosen = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    if not chosen:
+        raise ValueError("calibrators= needs at least one name, e.g. ['contextual', 'temperature']")
+    for name in chosen:
+        try:
+            check_calibration(name)
+        except ValueError as e:
+            message = str(e)  # a chain's message names it (calibration=, which reads calibrators=)
+            raise ValueError(message if "calibration=" in message else f"calibrators= {name}: {message}") from None
+    return chosen

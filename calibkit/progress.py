@@ -11,10 +11,15 @@ True
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
-__all__ = ["PROGRESS_DELAY", "describe", "progress_bar"]
+__all__ = ["PROGRESS_DELAY", "STEPS", "describe", "progress_bar", "say"]
+
+#: The logger of what a long run is doing and what it decided (the sample drawn, the rows
+#: dropped); the command line prints it on stderr, a notebook shows it where logging is on.
+STEPS = logging.getLogger("calibkit.steps")
 
 #: Seconds a piece of work lasts before its bar appears (with ``progress=None``).
 PROGRESS_DELAY = 2.0
@@ -39,3 +44,8 @@ def describe(bar: Any, text: str) -> None:
     bar.set_description_str(text, refresh=False)
     if not bar.disable and bar.format_dict["elapsed"] >= bar.delay:
         bar.refresh()
+
+
+def say(message: str) -> None:
+    """Log a step of a run on :data:`STEPS`: what is being done, or what was decided."""
+    STEPS.info(message)

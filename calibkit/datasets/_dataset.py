@@ -216,6 +216,8 @@ class Dataset:
     card: str = ""
     source: str = ""
     dropped: DroppedRows | None = None
+    #: Which rows were kept, when a sample was drawn (:func:`calibkit.datasets.selection.select`).
+    sample: str = "all rows"
 
     @property
     def X(self) -> Any:

@@ -12,7 +12,8 @@ Echo with per-token logprobs, ``logprobs`` top-k (no cap here; the server's own 
 applies) with the sampled token as a (k+1)-th entry when it is not among the top k,
 ``prompt_logprobs``, sampling (seeded), ``n``/``best_of``, stop sequences and usage.
 
->>> from calibkit import CompletionRequest, LocalModel, TransformersModel
+>>> from calibkit import LocalModel, TransformersModel
+>>> from calibkit.api import CompletionRequest
 >>> gen = LocalCompletions(LocalModel(cache=False))
 >>> r = gen.complete(CompletionRequest(model=gen.name, prompt="The capital of France is",
 ...                                    max_tokens=1, logprobs=5, temperature=0))   # doctest: +SKIP
