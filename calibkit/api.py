@@ -454,27 +454,43 @@ class Logprobs:
         return cls(tokens=tokens, token_logprobs=lps, top_logprobs=tops, text_offset=offsets)
 
     def span(self, start: int, end: int) -> tuple[list[str], list[float | None]] | None:
-        """Tokens whose text starts in ``[start, end)`` of the choice's text, with their logprobs.
+        """The tokens whose text starts in ``[start, end)`` of the choice's text, with their logprobs.
 
         For echo scoring: with ``start = len(prompt)`` and ``end = len(prompt + form)``
-        these are the form's tokens. None when a token straddles ``start`` (the form's
-        first characters merged into the prompt's last token), so that no log-probability
-        belongs to the form alone.
+        these are the form's tokens. None where no token starts exactly at ``start`` or
+        one straddles it (the form's first characters merged into the prompt's last
+        token): then no log-probability belongs to the form alone. Token ``i`` covers the
+        text from ``text_offset[i]`` to ``text_offset[i + 1]``: its string's length is not
+        used, so that an OpenAI ``"bytes:\\xe2\\x80"`` token (part of a character) is placed
+        right. A ValueError where ``text_offset`` is missing or out of order.
+
+        >>> lp = Logprobs(["Sentiment:", " pos", "itive"], [None, -1.0, -0.5], [], [0, 10, 14])
+        >>> lp.span(10, 19)
+        ([' pos', 'itive'], [-1.0, -0.5])
+        >>> lp.span(12, 19) is None       # " pos|itive": the form starts inside " pos"
+        True
         """
-        if len(self.text_offset) != len(self.tokens):
-            raise ValueError("echo scoring needs text_offset for every token; this server sent none")
+        offsets = self.text_offset
+        if len(offsets) != len(self.tokens):
+            raise ValueError(
+                f"echo scoring needs a text_offset for every token; the server sent {len(offsets)} for "
+                f"{len(self.tokens)} tokens"
+            )
+        if any(b < a for a, b in zip(offsets, offsets[1:])):
+            raise ValueError(f"the server sent text_offset out of order: {offsets}")
+        values = list(self.token_logprobs) if self.token_logprobs else [None] * len(self.tokens)
         toks: list[str] = []
         lps: list[float | None] = []
-        starts_at_boundary = False
-        for tok, off, lp in zip(self.tokens, self.text_offset, self.token_logprobs or [None] * len(self.tokens)):
-            if off < start < off + len(tok):
+        at_boundary = False
+        for i, (tok, off, v) in enumerate(zip(self.tokens, offsets, values)):
+            stop = offsets[i + 1] if i + 1 < len(offsets) else off + len(tok)
+            if off < start < stop:
                 return None
-            if off == start:
-                starts_at_boundary = True
+            at_boundary = at_boundary or off == start
             if start <= off < end:
                 toks.append(tok)
-                lps.append(lp)
-        if not toks or not starts_at_boundary:
+                lps.append(v)
+        if not toks or not at_boundary:
             return None
         return toks, lps
 
