@@ -8,9 +8,12 @@ ranks them by their cross-validated worth after a prior correction.
 
 How it works
 ------------
-1. **Proposals** (whole-vocabulary backends only). One pass over the labelled
+1. **Proposals** (whole-vocabulary backends only:
+   :class:`~calibkit.backends.base.VocabularyBackend`). One pass over the labelled
    examples reads every token's log-probability at the answer position, so every
-   single-token candidate is scored at once. For each class c, the mean
+   single-token candidate is scored at once; the mean per class is the backend's
+   cached :meth:`~calibkit.backends.base.VocabularyBackend.mean_next_token_logprobs`,
+   so a rerun of the same search asks the model nothing. For each class c, the mean
    log-probability of each token over c's examples, ``m_c``, gives a shortlist (the
    ``10 * n_proposed`` most likely tokens, so the words the model would say); the
    shortlist is ranked by the log-likelihood ratio ``m_c - mean of m_c' (c' != c)``

@@ -28,6 +28,16 @@ def test_round_trip_keeps_infinities(tmp_path) -> None:
     assert len(c) == 1
 
 
+def test_a_whole_vocabulary_answer_of_megabytes_round_trips_across_processes(tmp_path) -> None:
+    # The vocabulary question's answer: gemma's 262,144 float64 log-probabilities per group, as text.
+    value = {"shape": [2, 262144], "float64": "A" * (2 * 262144 * 8 * 4 // 3)}
+    c = ResponseCache(tmp_path / "c.sqlite")
+    k = c.key({"model": "m"}, {"question": "mean_next_token_logprobs", "prompts": ["x"], "groups": [0]})
+    c.put_many({k: value})
+    c.close()
+    assert pickle.loads(pickle.dumps(c)).get_many([k]) == {k: value}
+
+
 def test_key_is_canonical_and_depends_on_identity(tmp_path) -> None:
     a = ResponseCache.key({"model": "m", "endpoint": ["u"]}, {"prompt": "x", "max_tokens": 1})
     b = ResponseCache.key({"endpoint": ["u"], "model": "m"}, {"max_tokens": 1, "prompt": "x"})

@@ -1,4 +1,5 @@
-"""The model half's seam: backends answer top-k and continuation questions (:mod:`.base`),
+"""The model half's seam: backends answer top-k and continuation questions (:mod:`.base`;
+:class:`VocabularyBackend` also the whole-vocabulary question of the label-word search),
 over HTTP (:class:`Client`), in-process (:class:`LocalModel` over llama.cpp,
 :class:`TransformersModel` over transformers), or spread over a Ray cluster (:class:`RayPool`).
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Backend, Continuation, TopK
+from .base import Backend, Continuation, TopK, VocabularyBackend
 
-__all__ = ["Backend", "Client", "Continuation", "LocalModel", "RayPool", "TopK", "TransformersModel"]
+__all__ = ["Backend", "Client", "Continuation", "LocalModel", "RayPool", "TopK", "TransformersModel",
+           "VocabularyBackend"]
 
 _LAZY = {"Client": ".http", "LocalModel": ".llamacpp", "RayPool": ".ray_pool", "TransformersModel": ".transformers"}
 

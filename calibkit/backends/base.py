@@ -202,7 +202,7 @@ class Backend(ABC):
     def _answer_top_k(self, prompts: list[str], k: int, *, keep: Keep | None = None) -> list[TopK]:
         """The top-k next tokens after each prompt, in order; ``k`` is within :attr:`logprobs_cap`.
 
-        ``keep``, where given, may be called with answers as they come (see :attr:`streams_answers`).
+        ``keep``: see the module's doc and :attr:`streams_answers`.
         """
 
     @abstractmethod
@@ -210,7 +210,7 @@ class Backend(ABC):
                               keep: Keep | None = None) -> list[Continuation | None]:
         """Each continuation's tokens and logprobs given its prompt; None where it merges with the prompt.
 
-        ``keep``, where given, may be called with answers as they come (see :attr:`streams_answers`).
+        ``keep``: see the module's doc and :attr:`streams_answers`.
         """
 
     # -- the two questions, behind the cache --------------------------------------------------
@@ -375,7 +375,6 @@ class VocabularyBackend(Backend):
     (A whole-vocabulary row is megabytes: one is cached per set of prompts, not per
     prompt. Tokenizing is the tokenizer's, asked directly.)
 
-    >>> import math
     >>> class Coin(VocabularyBackend):
     ...     identity = {"backend": "coin", "model": "coin"}
     ...     n_vocab = 2

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import calibkit as ck
-from calibkit.backends.base import Backend, Continuation
-from calibkit.report import evaluate, write_report
+from calibkit.backends.base import Backend, Continuation, VocabularyBackend
+from calibkit.evaluation import evaluate
+from calibkit.report import write_report
 
 
 class Letters(Backend):
@@ -203,3 +204,97 @@ def test_a_streaming_backend_that_fails_keeps_what_it_handed_back_and_says_so(tm
     resumed = Letters(cache=path)
     ck.score(LETTERS, TPL, VERB, resumed, method="exact", check=False)
     assert resumed.cache_hits == 40 and resumed.requests_made == 10
+
+
+def test_a_backend_that_does_not_stream_is_handed_keep_and_one_batch_at_a_time() -> None:
+    class Counting(Letters):
+        batch_size = 4
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def _answer_top_k(self, prompts, k, *, keep=None):
+            assert callable(keep)  # declared, and always handed over; calling it is optional
+            self.batches.append(len(prompts))
+            return super()._answer_top_k(prompts, k, keep=keep)
+
+    model = Counting()
+    model.top_k(LETTERS[:10], 2)
+    assert model.batches == [4, 4, 2]
+
+
+def test_incomplete_answers_pickle_as_themselves() -> None:
+    import pickle
+
+    from calibkit.backends.base import MISSING, IncompleteAnswers
+
+    e = IncompleteAnswers([{" yes": -0.1}, MISSING], ck.APIError("503 upstream overloaded", status_code=503), [1])
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is IncompleteAnswers and str(back) == str(e)
+    assert back.answers == [{" yes": -0.1}, MISSING] and back.answers[1] is MISSING and back.failed == [1]
+    assert isinstance(back.cause, ck.APIError) and back.cause.status_code == 503
+
+
+class Dice(VocabularyBackend):
+    """A six-token vocabulary; the prompt's last digit is likelier, token 5 impossible (-inf)."""
+
+    identity = {"backend": "dice", "model": "dice-1"}
+    n_vocab = 6
+
+    def __init__(self, cache=False):
+        super().__init__(cache=cache)
+        self.asked: list[str] = []
+
+    def token_ids(self, text, *, add_bos=False):
+        return [int(c) for c in text if c.isdigit()]
+
+    def token_text(self, token_id):
+        return str(token_id)
+
+    def next_token_logprobs(self, prompt):
+        self.asked.append(prompt)
+        w = np.array([1.0, 1, 1, 1, 1, 0])
+        w[int(prompt[-1]) % 5] += 1 / 3
+        with np.errstate(divide="ignore"):
+            return np.log(w / w.sum())
+
+    def _answer_top_k(self, prompts, k, *, keep=None):
+        raise AssertionError("not asked here")
+
+    def _answer_continuations(self, pairs, *, keep=None):
+        raise AssertionError("not asked here")
+
+
+def test_the_vocabulary_question_is_cached_by_identity_prompts_and_groups(tmp_path) -> None:
+    from calibkit.form_search import sees_vocabulary
+
+    assert sees_vocabulary(Dice()) and not sees_vocabulary(Letters())
+    prompts, groups = ["roll 1", "roll 2", "roll 3", "roll 1"], [0, 1, 0, 1]
+    path = tmp_path / "c.sqlite"
+    first = Dice(cache=path)
+    seen: list[int] = []
+    means = first.mean_next_token_logprobs(prompts, groups, progress=seen.append)
+    assert first.asked == prompts and seen == [1, 1, 1, 1] and first.requests_made == 1
+    fresh = Dice()
+    rows = [fresh.next_token_logprobs(p) for p in prompts]
+    np.testing.assert_array_equal(means, [(rows[0] + rows[2]) / 2, (rows[1] + rows[3]) / 2])
+    assert means.shape == (2, 6) and np.isneginf(means[:, 5]).all()
+
+    again = Dice(cache=path)
+    seen.clear()
+    np.testing.assert_array_equal(again.mean_next_token_logprobs(prompts, groups, progress=seen.append), means)
+    assert again.asked == [] and again.requests_made == 0 and again.cache_hits == 1 and seen == [4]
+    np.testing.assert_array_equal(again.mean_next_token_logprobs(prompts[:2])[0], (rows[0] + rows[1]) / 2)
+    again.mean_next_token_logprobs(prompts, [1, 0, 1, 0])
+    assert again.requests_made == 2  # other prompts, other groups: asked anew
+    other = Dice(cache=path)
+    other.identity = {"backend": "dice", "model": "dice-2"}
+    other.mean_next_token_logprobs(prompts, groups)
+    assert other.requests_made == 1 and other.cache_hits == 0
+
+    for bad in ([0, 2, 0, 2], [0, 1], [-1, 0, 0, 0]):
+        with pytest.raises(ValueError, match="group"):
+            again.mean_next_token_logprobs(prompts, bad)
+    with pytest.raises(ValueError, match="needs prompts"):
+        again.mean_next_token_logprobs([])

@@ -123,6 +123,21 @@ def test_next_token_logprobs_are_the_whole_distribution(local_model) -> None:
     assert val == lp.max() and local_model.token_text(int(lp.argmax())) == tok
 
 
+def test_the_vocabulary_question_is_the_sum_of_whole_distributions_bit_for_bit(local_model, tmp_path) -> None:
+    from calibkit.backends.base import VocabularyBackend
+
+    assert isinstance(local_model, VocabularyBackend)
+    prompts, groups = ["Review: dull\nSentiment:", "Review: witty\nSentiment:", "Review: a mess\nSentiment:"], [1, 0, 1]
+    sums = np.zeros((2, local_model.n_vocab))  # as search_forms summed them before the question was cached
+    for p, g in zip(prompts, groups):
+        sums[g] += local_model.next_token_logprobs(p)
+    want = sums / np.bincount(groups)[:, None]
+    model = ck.LocalModel(cache=tmp_path / "c.sqlite")
+    np.testing.assert_array_equal(model.mean_next_token_logprobs(prompts, groups), want)
+    np.testing.assert_array_equal(ck.LocalModel(cache=tmp_path / "c.sqlite").mean_next_token_logprobs(prompts, groups),
+                                  want)  # and read back from the cache
+
+
 def test_clone_copy_and_pickle_share_the_loaded_model(local_model) -> None:
     eng = local_model.engine
     assert copy.deepcopy(local_model) is local_model and copy.copy(local_model) is local_model

@@ -138,6 +138,15 @@ def test_copies_and_pickles_share_the_loaded_model(hf_model, tmp_path) -> None:
     assert clone.cache_hits == 1 and clone.requests_made == 0
 
 
+def test_it_answers_the_vocabulary_question_from_its_whole_distribution(hf_model) -> None:
+    from calibkit.form_search import sees_vocabulary
+
+    assert sees_vocabulary(hf_model)
+    prompts = ["Review: dull\nSentiment:", "Review: witty\nSentiment:"]
+    rows = [hf_model.next_token_logprobs(p) for p in prompts]
+    np.testing.assert_array_equal(hf_model.mean_next_token_logprobs(prompts), [(rows[0] + rows[1]) / 2])
+
+
 def test_the_estimator_takes_it(hf_model) -> None:
     X, y = sst2("train", 24)
     clf = ck.LogprobClassifier(hf_model, TPL, VERB, calibration="temperature").fit(X, y)
