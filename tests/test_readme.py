@@ -165,12 +165,15 @@ class NumbersWithin(doctest.OutputChecker):
 
 # -- the scratch folder, one model cache ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scratch(tmp_path_factory: pytest.TempPathFactory, _models_folder: Path) -> Path:
     """A folder to run the README in, with ../shared beside it as beside the repository
-    (where the shared data sets are), and one cache for the module's model answers."""
+    (where the shared data sets are), and one cache for the module's model answers. Its
+    models/ is the session's (conftest.py): the GGUF assembled, and converted for
+    transformers, once for every test, not again for the README."""
     base = tmp_path_factory.mktemp("readme")
     (base / "work").mkdir()
     (base / "cache").mkdir()
+    (base / "cache" / "models").symlink_to(_models_folder, target_is_directory=True)
     shared = ROOT.parent / "shared"
     if shared.is_dir():
         (base / "shared").symlink_to(shared, target_is_directory=True)
