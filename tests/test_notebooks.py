@@ -164,9 +164,12 @@ print("ECE CHECK " + _json.dumps({"plot": _plot, "table": _table}))
 
 
 @pytest.fixture
-def notebook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def notebook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _models_folder: Path) -> Path:
     monkeypatch.setenv("CALIBKIT_NOTEBOOK_N", "30")
     monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(tmp_path / "cache"))  # a fresh cache: nothing is replayed
+    # ... but the session's models folder (conftest.py): the GGUF is assembled once, not per notebook
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(_models_folder, target_is_directory=True)
     for var in ("ACS_API_BASE", "ACS_API_KEY", "CALIBKIT_SST2_DEV"):  # the API notebook uses its own server
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # calibkit's CLI, run in-process by other tests, sets Agg
