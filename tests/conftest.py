@@ -68,6 +68,27 @@ def reference_llama(local_model):
         )
 
 
+@pytest.fixture(scope="session")
+def bundled_scores(local_model):
+    """``bundled_scores(name)``: a bundled data set scored by the embedded model, and its
+    content-free scores (``(dataset, scores, content_free)``), each set scored once per session
+    for every test that reads the same numbers (conformal coverage, selective thresholds)."""
+    import calibkit as ck
+    from calibkit.datasets import load_dataset
+
+    done: dict = {}
+
+    def scored(name: str):
+        if name not in done:
+            ds = load_dataset(name)
+            scores = ck.score(ds.X, ds.template, ds.verbalizer, local_model, progress=False)
+            cf = ck.content_free_scores(ds.template, ds.verbalizer, local_model, progress=False)
+            done[name] = (ds, scores, cf)
+        return done[name]
+
+    return scored
+
+
 @pytest.fixture
 def table_backend() -> type[TableBackend]:
     return TableBackend

@@ -11,20 +11,15 @@ import calibkit as ck  # noqa: E402
 from calibkit import conformal  # noqa: E402
 
 
-def _calibrated(name: str, model) -> tuple[np.ndarray, np.ndarray, list]:
+def _calibrated(ds, scores, cf) -> tuple[np.ndarray, np.ndarray, list]:
     """A bundled set scored by the embedded model, contextually calibrated (no labels used)."""
-    from calibkit.datasets import load_dataset
-
-    ds = load_dataset(name)
-    scores = ck.score(ds.X, ds.template, ds.verbalizer, model, progress=False)
-    cf = ck.content_free_scores(ds.template, ds.verbalizer, model, progress=False)
     proba = ck.ContextualCalibration(content_free=cf).fit(scores).predict_proba(scores)
     return proba, np.array(ds.y, dtype=object), list(ds.verbalizer.classes)
 
 
 @pytest.fixture(scope="module")
-def bundled(local_model):
-    return {name: _calibrated(name, local_model) for name in ("sentiment", "topic")}
+def bundled(bundled_scores):
+    return {name: _calibrated(*bundled_scores(name)) for name in ("sentiment", "topic")}
 
 
 @pytest.mark.parametrize("data, method", [("sentiment", "lac"), ("topic", "lac"), ("topic", "aps"), ("topic", "raps")])

@@ -82,12 +82,8 @@ def test_the_chosen_threshold_keeps_the_error_on_simulated_calibrated_scores() -
     assert np.mean(errors <= 0.1) >= 0.9 and covered.mean() > 0.1  # the ideal, 0.4, less the bound's price
 
 
-def test_the_chosen_threshold_keeps_a_ten_percent_error_on_the_embedded_models_scores(local_model) -> None:
-    from calibkit.datasets import load_dataset
-
-    ds = load_dataset("sentiment")
-    scores = ck.score(ds.X, ds.template, ds.verbalizer, local_model, progress=False)
-    cf = ck.content_free_scores(ds.template, ds.verbalizer, local_model, progress=False)
+def test_the_chosen_threshold_keeps_a_ten_percent_error_on_the_embedded_models_scores(bundled_scores) -> None:
+    ds, scores, cf = bundled_scores("sentiment")  # scored once per session (test_conformal reads them too)
     proba = ck.ContextualCalibration(content_free=cf).fit(scores).predict_proba(scores)
     classes = list(ds.verbalizer.classes)
     truth = np.array(ds.y, dtype=object)
