@@ -51,7 +51,7 @@ class Client(Backend):
     max_in_flight : requests in flight at once, over all replicas, at most: the
         client starts there and goes lower by itself while the server is
         overloaded (see ``limiter``).
-    max_retries : retries of a failed request (see the module's doc).
+    max_retries : retries of a failed request (what is retried: :mod:`~calibkit.backends.http.retries`).
     timeout : seconds to wait for an answer to one request before retrying it.
     echo_max_tokens : ``max_tokens`` of echo scoring requests; 0 where the server
         allows it with echo (ACS, ``calibkit serve``), 1 elsewhere (the extra token is
