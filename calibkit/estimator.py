@@ -27,8 +27,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .backends.base import Backend
-from .calibration._base import BaseCalibrator
 from .calibration import (
+    BaseCalibrator,
     BatchCalibration,
     ContextualCalibration,
     DomainContextCalibration,
@@ -89,13 +89,14 @@ def make_calibrator(
     content_free: Any = None,
     method: str = "auto",
     k: int | None = None,
+    progress: bool | None = None,
 ) -> BaseEstimator:
     """A calibrator by name (see :data:`CALIBRATIONS`); ``"a+b"`` chains them in a Pipeline.
 
     "contextual" takes the scores of content-free inputs from ``content_free``, or
     obtains them through ``backend``, ``template`` and ``verbalizer``; "domain" takes
     the scores of its random in-domain strings from ``content_free``, or needs those
-    three and in-domain ``texts``; ``method`` and ``k`` say how they are scored.
+    three and in-domain ``texts``; ``method``, ``k`` and ``progress`` say how they are scored.
 
     A chain is checked before anything is made or scored (:func:`check_calibration`):
     at most one prior correction, then one scaling, then one binning. Each step but the
@@ -121,7 +122,7 @@ def make_calibrator(
         )
     if len(parts) > 1:
         kw = dict(backend=backend, template=template, verbalizer=verbalizer, texts=texts,
-                  content_free=content_free, method=method, k=k)
+                  content_free=content_free, method=method, k=k, progress=progress)
         made = [make_calibrator(part, classes, **kw) for part in parts]  # type: ignore[arg-type]
         # Prior corrections are transformers already; a scaling in the middle of a chain is
         # wrapped so that the next step gets its calibrated log-probabilities.
@@ -152,11 +153,11 @@ def make_calibrator(
             + (" (or content_free= scores)" if name == "contextual" else "")
         )
     if name == "contextual":
-        cf = content_free_scores(template, verbalizer, backend, method=method, k=k)
+        cf = content_free_scores(template, verbalizer, backend, method=method, k=k, progress=progress)
         return ContextualCalibration(content_free=np.asarray(cf), classes=classes)
     if not texts:
         raise ValueError("the 'domain' calibration draws random words from in-domain texts: give texts=")
-    dc = domain_context_scores(template, verbalizer, backend, texts=texts, method=method, k=k)
+    dc = domain_context_scores(template, verbalizer, backend, texts=texts, method=method, k=k, progress=progress)
     return DomainContextCalibration(content_free=np.asarray(dc), classes=classes)
 
 

@@ -22,7 +22,7 @@ import contextlib
 import importlib.util
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Hashable, Iterator, Mapping, Sequence
 
@@ -34,7 +34,8 @@ from .comparison import SEPARATOR, Comparison, baseline_row, compare
 from .datasets import Dataset
 from .datasets.selection import checked_labels, select
 from .estimator import make_calibrator
-from .report import Evaluation, metric_names  # TODO evaluation
+from .evaluation import Evaluation, metric_names
+from .label_scores import LabelScores
 from .names import DEFAULT_CALIBRATORS, METHODS, check_calibrators
 from .progress import STEPS, say
 from .scoring import score
@@ -55,9 +56,12 @@ class StudyResults(Comparison):
     ``single`` is True for one configuration compared with nothing (no ``baseline`` or
     ``alpha`` asked): its report is the calibration report of that configuration
     (:func:`calibkit.report.write_report`), whose evaluation is :meth:`evaluation_of`.
+    ``scores`` holds each configuration's :class:`~calibkit.LabelScores` of every example
+    (the label mass among them), by the configuration's label.
     """
 
     single: bool = False
+    scores: Mapping[str, LabelScores] = field(default_factory=dict)
 
     def evaluation_of(self, config: str | None = None) -> Evaluation:
         """One configuration's rows as an :class:`~calibkit.evaluation.Evaluation` (named by
@@ -259,7 +263,7 @@ class Study:
                 masses[SEPARATOR.join(config)] = f"{float(np.median(s.label_mass)):.4g}"
             del backend
         info = {
-            "data": first_ds.name, "sample": first_ds.sample, "method": self.method,
+            "data": first_ds.name, "sample": first_ds.selected, "method": self.method,
             "templates": {tn: data[(tn, next(iter(self.verbalizers)))].template.template for tn in self.templates},
             "verbalizers": {vn: data[(next(iter(self.templates)), vn)].verbalizer.mapping for vn in self.verbalizers},
             "models": about_models, "median label mass": masses,
@@ -277,11 +281,12 @@ class Study:
         if self.single:  # the calibration report of the one configuration, as it describes itself
             (tn, vn, mn), = configs
             ev = evaluations[SEPARATOR.join(configs[0])]
-            ev.info = {"data": first_ds.name, "sample": first_ds.sample, "model": about_models[mn]["model"],
+            ev.info = {"data": first_ds.name, "sample": first_ds.selected, "model": about_models[mn]["model"],
                        "model settings": about_models[mn]["settings"], "method": self.method,
                        "template": info["templates"][tn], "verbalizer": info["verbalizers"][vn],
                        "median label mass": masses[SEPARATOR.join(configs[0])], **ev.info}
-        return StudyResults(**{f.name: getattr(cmp, f.name) for f in fields(cmp)}, single=self.single)
+        return StudyResults(**{f.name: getattr(cmp, f.name) for f in fields(cmp)}, single=self.single,
+                            scores={SEPARATOR.join(c): s for c, s in scores.items()})
 
     def _baseline(self) -> str | tuple | None:
         b = self.baseline
@@ -300,7 +305,8 @@ class Study:
             say(f"scoring the {' and '.join(priors)} calibration's content-free inputs ...")
         texts = [str(v) for f in ds.fields for v in ds.frame[f]]
         return {n: make_calibrator(n, classes, backend=backend, template=ds.template, verbalizer=ds.verbalizer,
-                                   texts=texts, method=self.method, k=self.k) for n in self.calibrators}
+                                   texts=texts, method=self.method, k=self.k, progress=self.progress)
+                for n in self.calibrators}
 
     def _two_classes(self, y: list) -> None:
         if len({repr(v) for v in y}) < 2:

@@ -63,11 +63,11 @@ KEY_LINES = {
     "study.ipynb": [
         r"^\d+ examples to choose label words on, \d+ for the study",
         r"^found: Verbalizer\(\{'World': \[' \w+'\]",
-        r"^\d+ to calibrate on, \d+ held out; baseline: t1 · given · uncalibrated",
+        r"^\d+ to calibrate on, \d+ held out; baseline: t1 · given · gemma-3-270m · uncalibrated",
         r"^lac: coverage \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\], mean set size \d\.\d\d",
         r"^target 0\.10: (threshold \d\.\d{3} answers \d+% of the test half|no threshold passed)",
         r"^AURC by confidence \d\.\d{4}, by label mass \d\.\d{4}",
-        r"^Lowest NLL: t\d · \w+ · [\w+]+: accuracy \d\.\d{3}, NLL \d\.\d{3} \(Δ interval (in|ex)cludes 0\)\.",
+        r"^Lowest NLL: t\d · \w+ · gemma-3-270m · [\w+]+: accuracy \d\.\d{3}, NLL \d\.\d{3} \(Δ interval (in|ex)cludes 0\)\.",
     ],
 }
 #: What the stored notebooks show at full size.

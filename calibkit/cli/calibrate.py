@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..estimator import make_calibrator
-    from ..report import evaluate  # TODO evaluation
+    from ..evaluation import evaluate
     from ..label_scores import read_scores
     from ..names import check_calibrators
     from ..report import slug

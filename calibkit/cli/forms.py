@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         message = str(e).replace("give candidates", "give --candidates")
         raise ValueError(message.replace("candidates=", "--candidates ")) from None
-    print(f"{ds.name}: {len(ds.frame)} examples ({ds.sample}), model {backend.model_name}, "
+    print(f"{ds.name}: {len(ds.frame)} examples ({ds.selected}), model {backend.model_name}, "
           f"--calibration {args.calibration}, {args.cv}-fold cross-validated")
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 20):
         print(found.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -13,7 +13,7 @@ def show_report(results: Any, out: str, title: str) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     import pandas as pd
 
-    from ..report import Evaluation  # TODO evaluation
+    from ..evaluation import Evaluation
     from ..report import write_report
 
     say(f"writing the report to {out} ...")

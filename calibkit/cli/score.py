@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=args.method, k=args.k)
     table = s.to_frame()
     acc = float(np.mean([p == t for p, t in zip(s.predict(), y)]))
-    print(f"{ds.name}: {len(s)} examples ({ds.sample}), model {backend.model_name}, method {args.method}")
+    print(f"{ds.name}: {len(s)} examples ({ds.selected}), model {backend.model_name}, method {args.method}")
     print(f"accuracy       {acc:.3f}")
     print(f"label mass     median {np.median(s.label_mass):.4g}  (min {s.label_mass.min():.3g}, max {s.label_mass.max():.3g})")
     print(f"censored       {int(s.censored.sum())} of {s.censored.size} entries")

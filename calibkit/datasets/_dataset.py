@@ -217,7 +217,7 @@ class Dataset:
     source: str = ""
     dropped: DroppedRows | None = None
     #: Which rows were kept, when a sample was drawn (:func:`calibkit.datasets.selection.select`).
-    sample: str = "all rows"
+    selected: str = "all rows"
 
     @property
     def X(self) -> Any:

@@ -5,10 +5,10 @@ missing text or label settled, and a ``limit=`` sample drawn.
 :func:`select` is what :class:`calibkit.Study` and every ``calibkit`` command that reads
 data call; its messages use Python's parameter names (the command line says them in
 flags). What it did is logged on the ``calibkit.steps`` logger and kept on the data set
-(:attr:`Dataset.sample`, :attr:`Dataset.dropped`).
+(:attr:`Dataset.selected`, :attr:`Dataset.dropped`).
 
 >>> ds = select("truefalse", limit=6, stratify=True, seed=1)
->>> len(ds), ds.sample
+>>> len(ds), ds.selected
 (6, 'a stratified random sample (seed=1) of 6 of 400 rows')
 >>> ds.label_counts()
 {'false': 3, 'true': 3}
@@ -76,7 +76,7 @@ def select(
             say(f"drop_missing=True: {dropped}")
     if limit is not None:
         frame, how = take_sample(ds.frame, ds.label_column, limit, shuffle=shuffle, stratify=stratify, seed=seed)
-        ds = replace(ds, frame=frame, sample=how)
+        ds = replace(ds, frame=frame, selected=how)
     return ds
 
 
@@ -84,7 +84,7 @@ def checked_labels(ds: Dataset) -> list:
     """The data set's labels, checked to be classes of its verbalizer.
 
     >>> checked_labels(select("truefalse", limit=2))
-    ['true', 'true']
+    ['false', 'false']
     """
     classes = list(ds.verbalizer.classes)
     y = ds.frame[ds.label_column].tolist()

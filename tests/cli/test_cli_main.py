@@ -1,0 +1,78 @@
+"""calibkit.cli (main): errors are one line in flags, bugs keep their traceback, the version."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from calibkit import cli
+
+from cli_tools import one_line_error, run
+
+
+def test_errors_are_one_line_and_name_the_fix() -> None:
+    r = run("score", "no-such-set")
+    assert r.returncode == 1 and "bundled ones are" in r.stderr and "Traceback" not in r.stderr
+    assert run().returncode == 2
+
+
+def test_an_unknown_data_set_is_one_line(capsys) -> None:
+    line = one_line_error(capsys, ["score", "no-such-set"])
+    assert "bundled ones are" in line and "'sentiment'" in line
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    for exc in (TypeError("a bug"), KeyError("a bug"), AttributeError("a bug")):
+        def broken(args, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(cli.score, "run", broken)
+        with pytest.raises(type(exc)):
+            cli.main(["score"])
+
+
+def test_an_import_error_is_a_bug_unless_it_says_what_to_install(monkeypatch, capsys) -> None:
+    def missing_extra(args):
+        raise ImportError("the embedded model needs llama-cpp-python: pip install 'calibkit[local]'")
+
+    monkeypatch.setattr(cli.score, "run", missing_extra)
+    assert "pip install 'calibkit[local]'" in one_line_error(capsys, ["score"])
+
+    def broken(args):
+        raise ImportError("cannot import name 'X' from 'calibkit.scoring'")
+
+    monkeypatch.setattr(cli.score, "run", broken)
+    with pytest.raises(ImportError):
+        cli.main(["score"])
+
+
+def test_version(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"calibkit {version('calibkit')}"
+
+
+def test_a_refused_top_k_names_k(monkeypatch, capsys) -> None:
+    from calibkit.api import InvalidRequestError
+
+    def refused(*args, **kwargs):
+        raise InvalidRequestError("logprobs must be an integer between 0 and 20 (got 50)", param="logprobs")
+
+    import calibkit.backends.factory
+
+    monkeypatch.setattr(calibkit.backends.factory, "open_backend", refused)
+    assert one_line_error(capsys, ["peek", "x", "-k", "50"]).startswith("calibkit peek: -k 50: logprobs must be")
+
+
+def test_hf_without_the_extra_is_one_line_naming_the_install(capsys) -> None:
+    try:
+        import datasets
+
+        if getattr(datasets, "load_dataset", None):
+            pytest.skip("the Hugging Face datasets library is installed here")
+    except ImportError:
+        pass
+    line = one_line_error(capsys, ["eval", "hf:sst2", "--limit", "5"])
+    assert "pip install 'calibkit[hf]'" in line and "=" not in line.split("not installed")[1]
