@@ -30,14 +30,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .metrics import (
-    binned_stats,
-    check_labels_probs,
-    smooth_ece_at,
-    smooth_ece_bandwidth,
-    smooth_residual,
-    top_label_hits,
-)
+from .metrics import binned_stats, check_labels_probs, top_label_hits
+from .smoothing import smooth_ece_at, smooth_ece_bandwidth, smooth_residual
 
 __all__ = [
     "ReliabilityData", "reliability_data", "classwise_reliability_data", "proportion_interval", "plot_reliability",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from calibkit import metrics
+from calibkit import metrics, smoothing
 from calibkit.diagrams import (
     ReliabilityData,
     classwise_reliability_data,
@@ -114,7 +114,7 @@ def test_classwise_data_is_each_class_against_the_rest(binning):
     for k, c in enumerate(names):
         d = data[c]
         assert d.label == c and d.n == 2000 and d.counts.sum() == 2000
-        assert d.smooth_ece == pytest.approx(metrics.smooth_ece_at(p[:, k], (y == k).astype(float), d.sigma))
+        assert d.smooth_ece == pytest.approx(smoothing.smooth_ece_at(p[:, k], (y == k).astype(float), d.sigma))
         bins = np.clip(np.searchsorted(d.edges, p[:, k], side="right") - 1, 0, len(d.counts) - 1)
         if binning == "width":
             for b in np.flatnonzero(d.counts):

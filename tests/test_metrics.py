@@ -3,6 +3,7 @@ import pytest
 from sklearn.metrics import brier_score_loss, log_loss
 
 from calibkit import metrics
+from smooth_reference import SMOOTH_CASES, previous_smooth_ece, smooth_case
 
 
 def random_probs(n, k, seed=0, sharpness=3.0):
@@ -201,74 +202,14 @@ def test_summary_lists_every_metric():
 
 
 # --- smooth ECE: the faster computation gives the values it gave before --------------------
-# The implementation before the bandwidth search reused its transforms and bootstrap
-# resamples were measured together, kept here (it agreed with relplot to ~1e-12).
-
-
-def _previous_smooth(f, values, sigma, t):
-    from scipy.signal import fftconvolve
-
-    points = max(2000, round(20 / sigma)) // 2 + 1
-    pos = f * (points - 1)
-    left = pos.astype(np.intp).clip(0, points - 2)
-    frac = pos - left
-    grid = np.bincount(left, (1 - frac) * values, minlength=points) + np.bincount(
-        left + 1, frac * values, minlength=points)
-    u = np.linspace(0.0, 1.0, points)
-    kernel = np.exp(-((u - 0.5) ** 2) / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma)
-    extended = np.concatenate([grid[::-1][:-1], grid, grid[::-1][1:]])
-    smoothed = fftconvolve(extended, kernel, mode="valid")[points // 2 : points // 2 + points]
-    pos = t * (points - 1)
-    left = pos.astype(np.intp).clip(0, points - 2)
-    frac = pos - left
-    return smoothed[left] * (1 - frac) + smoothed[left + 1] * frac
-
-
-def _previous_smooth_ece_at(conf, hit, sigma):
-    t = np.linspace(0.0, 1.0, max(round(10 / sigma), 200))
-    density = _previous_smooth(conf, np.ones_like(conf), sigma, t) + 1e-4
-    resid = _previous_smooth(conf, conf - hit, sigma, t) / density
-    return float(np.sum(np.abs(resid) * density) / np.sum(density))
-
-
-def _previous_smooth_ece(y, p):
-    conf, hit = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
-    if 1.0 < _previous_smooth_ece_at(conf, hit, 1.0):
-        return _previous_smooth_ece_at(conf, hit, 1.0), 1.0
-    hi, lo = 1.0, 0.0
-    for _ in range(10):
-        mid = (hi + lo) / 2
-        if mid < 1e-3 or mid < _previous_smooth_ece_at(conf, hit, mid):
-            lo = mid
-        else:
-            hi = mid
-    return _previous_smooth_ece_at(conf, hit, hi), hi
-
-
-# (n, k, seed, temperature of the labels): 1.0 is calibrated, so that at n = 20000 the
-# bandwidth falls below 0.01, where the grid grows with 1 / sigma
-SMOOTH_CASES = [
-    (150, 2, 0, 1.5), (150, 3, 1, 3.0), (40, 5, 2, 1.5), (2000, 4, 3, 1.0), (20000, 2, 4, 1.0), (3, 2, 5, 1.0),
-]
 
 
 @pytest.mark.parametrize(("n", "k", "seed", "temp"), SMOOTH_CASES)
 def test_smooth_ece_values_are_unchanged(n, k, seed, temp):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, k)) * 3
-    p = np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
-    y = (z / temp + rng.gumbel(size=(n, k))).argmax(axis=1)
+    y, p = smooth_case(n, k, seed, temp)
     value, sigma = metrics.smooth_ece(y, p, return_sigma=True)
-    ref_value, ref_sigma = _previous_smooth_ece(y, p)
+    ref_value, ref_sigma = previous_smooth_ece(y, p)
     assert sigma == ref_sigma and value == pytest.approx(ref_value, abs=1e-12)
-    conf, hit = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
-    for s in (0.004, 0.03, 0.2):
-        assert metrics.smooth_ece_at(conf, hit, s) == pytest.approx(_previous_smooth_ece_at(conf, hit, s), abs=1e-12)
-    t, resid, density = metrics.smooth_residual(conf, hit, 0.004)
-    assert len(t) == 2500 and t[-1] == 1.0
-    ref_density = _previous_smooth(conf, np.ones_like(conf), 0.004, t) + 1e-4
-    # both are transforms: rounding is relative to the largest value, not to each
-    assert density == pytest.approx(ref_density, abs=1e-12 * ref_density.max())
     if n == 20000:
         assert sigma < 0.01
 
@@ -291,7 +232,7 @@ def test_smooth_ece_bootstrap_measures_resamples_together_with_the_same_values(n
         (one_by_one.estimate, one_by_one.low, one_by_one.high), abs=1e-12)
     if sigma is None and n <= 600:  # and the values it gave before (slow, so the smaller cases only)
         idx = np.random.default_rng(3).integers(0, n, size=(40, n))
-        ref = [_previous_smooth_ece(y[i], p[i])[0] for i in idx]
+        ref = [previous_smooth_ece(y[i], p[i])[0] for i in idx]
         assert together.samples == pytest.approx(ref, abs=1e-12)
 
 

@@ -1,4 +1,6 @@
-"""Validation and the shared estimator base of every calibrator.
+"""The shared estimator base of every calibrator: all of a calibrator's checking happens here
+(with the checks of :mod:`calibkit.arrays`), so each calibrator's ``_fit`` starts from
+validated, row-normalised log-probabilities.
 
 Input convention (stated, never guessed): ``X`` is an n×K matrix of class
 scores, one column per class. ``input="logprobs"`` means unnormalised
@@ -15,60 +17,25 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import column_or_1d
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-INPUT_KINDS = ("logprobs", "probs")
+from ..arrays import (
+    ROW_BLOCK,
+    as_float_array,
+    check_columns,
+    check_input_kind,
+    check_sample_weight,
+    check_y,
+    resolve_classes,
+    row_max,
+)
 
 #: Renormalised log-probabilities are floored here (probability 1e-12, the
 #: ``eps`` that scikit-learn's temperature scaling adds to probabilities), so
 #: that an example whose true class got no mass (``-inf``) costs a large but
 #: finite loss instead of making every fit infinite.
 LOG_FLOOR = float(np.log(1e-12))
-
-
-def check_input_kind(input: str, name: str = "X") -> str:
-    """``input`` if it is a score kind, else a ValueError saying what ``name`` may hold.
-
-    >>> check_input_kind("probs")
-    'probs'
-    """
-    if input not in INPUT_KINDS:
-        raise ValueError(
-            f"input={input!r} is not a score kind; say what {name} holds with "
-            f"input='logprobs' (log-scores, logits) or input='probs' (probabilities)."
-        )
-    return input
-
-
-def check_columns(X: np.ndarray, name: str = "X") -> None:
-    if X.shape[1] < 2:
-        raise ValueError(
-            f"{name} has {X.shape[1]} feature(s) (columns) but needs one column per "
-            f"class and at least 2 classes."
-        )
-
-
-def as_float_array(a: Any, name: str) -> np.ndarray:
-    """``a`` as a float64 array, or a ValueError naming ``name`` when it is not numeric.
-
-    >>> as_float_array([[1, 2]], "p").dtype
-    dtype('float64')
-    >>> as_float_array([["a", "b"]], "p")
-    Traceback (most recent call last):
-    ...
-    ValueError: p must hold numbers (class scores); numpy cannot read it as floats: could not convert ...
-    """
-    try:
-        return np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must hold numbers (class scores); numpy cannot read it as floats: {e}") from None
 
 
 def _check_scores(X: Any, input: str, name: str) -> np.ndarray:
@@ -139,19 +106,6 @@ def to_log_proba(X: Any, input: str, *, name: str = "X", floor: bool = True) -> 
     return out
 
 
-#: Rows per block of the blocked passes over an n×K array: a block and its scratch stay in a core's L2 cache.
-ROW_BLOCK = 8192
-
-
-def row_max(block: np.ndarray) -> np.ndarray:
-    """The largest entry of each row (NaN where a row has one).
-
-    ``block.max(axis=1)`` runs one short inner loop per row, about four times slower
-    for K around 10 than reducing the transposed copy column by column.
-    """
-    return np.maximum.reduce(block.T.copy(), axis=0)
-
-
 def to_shifted_log_scores(X: Any, input: str, *, name: str = "X", floor: bool = True) -> np.ndarray:
     """Validate like :func:`to_log_proba`; return the log-probs shifted so each row's max is 0, as float32.
 
@@ -182,108 +136,6 @@ def to_shifted_log_scores(X: Any, input: str, *, name: str = "X", floor: bool = 
             log_norm = np.log(np.exp(d).sum(axis=1))
             shifted[rows] = np.maximum(d, (LOG_FLOOR + log_norm)[:, None])
     return out
-
-
-def _as_classes(classes: Any, n_columns: int) -> np.ndarray:
-    classes_ = np.asarray(classes)
-    if classes_.ndim != 1 or len(classes_) != n_columns:
-        raise ValueError(
-            f"classes has {classes_.size} label(s) but X has {n_columns} columns; "
-            f"give exactly one label per column of X, in column order."
-        )
-    if len(np.unique(classes_)) != n_columns:
-        raise ValueError("classes has duplicate labels; each column needs its own label.")
-    return classes_
-
-
-def _all_in(values: np.ndarray, labels: list) -> bool:
-    try:
-        return bool(np.isin(values, np.asarray(labels)).all())
-    except TypeError:  # labels of incomparable types
-        return False
-
-
-def _column_indices(y: np.ndarray, n_columns: int) -> bool:
-    """Whether every label is a whole number in 0..n_columns-1 (ints, or floats like 1.0)."""
-    if y.dtype.kind not in "iubf" or not y.size:
-        return False
-    return bool(y.min() >= 0 and y.max() < n_columns and (y.dtype.kind != "f" or np.all(y == np.round(y))))
-
-
-def resolve_classes(
-    y: Any, n_columns: int, classes: Any = None, scores_classes: Any = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Return ``(classes_, y encoded as column indices or None)``.
-
-    The label of each column comes from the first rule that applies:
-
-    1. ``classes``, given by the caller;
-    2. the score matrix's own names (the core's LabelScores has ``.classes``),
-       when every label in ``y`` is one of them;
-    3. whole-number labels that all lie in ``0..K-1`` are column indices
-       (``classes_ = [0, ..., K-1]``), the convention of calibkit.metrics;
-    4. the sorted distinct labels of ``y``, when there is one per column.
-
-    Otherwise it refuses rather than guess which column is which label.
-    """
-    y_arr = None if y is None else np.asarray(y)
-    if classes is not None:
-        classes_ = _as_classes(classes, n_columns)
-    elif scores_classes is not None and (y_arr is None or _all_in(y_arr, list(scores_classes))):
-        classes_ = _as_classes(list(scores_classes), n_columns)
-    elif y_arr is None or _column_indices(y_arr, n_columns):
-        classes_ = np.arange(n_columns)
-    else:
-        present = np.unique(y_arr)
-        if len(present) != n_columns:
-            raise ValueError(
-                f"y has {len(present)} distinct label(s) {present.tolist()[:10]} but X has "
-                f"{n_columns} columns, so which column is which label is unknown; pass "
-                f"classes=[label of column 0, label of column 1, ...] (integer labels "
-                f"0..{n_columns - 1} are taken as column indices)."
-            )
-        classes_ = present
-    if y is None:
-        return classes_, None
-    if (
-        y_arr.dtype.kind in "iu"
-        and classes_.dtype.kind in "iu"
-        and np.array_equal(classes_, np.arange(n_columns))
-        and y_arr.size
-        and y_arr.min() >= 0
-        and y_arr.max() < n_columns
-    ):
-        return classes_, y_arr.astype(np.intp, copy=False)  # labels are the column indices
-    try:
-        order = np.argsort(classes_, kind="stable")
-        sorted_classes = classes_[order]
-        pos = np.searchsorted(sorted_classes, y)
-    except TypeError as exc:
-        raise ValueError(f"labels in y are not comparable with classes {classes_.tolist()}") from exc
-    pos = np.clip(pos, 0, n_columns - 1)
-    unknown = sorted_classes[pos] != y
-    if np.any(unknown):
-        bad = np.unique(np.asarray(y)[unknown]).tolist()[:10]
-        raise ValueError(
-            f"y has label(s) {bad} that are not among the classes {classes_.tolist()}; "
-            f"pass classes= listing the label of every column of X."
-        )
-    return classes_, order[pos]
-
-
-def check_y(y: Any, n_samples: int) -> np.ndarray:
-    y = column_or_1d(y, warn=True)
-    check_classification_targets(y)
-    if len(y) != n_samples:
-        raise ValueError(f"y has {len(y)} labels but X has {n_samples} rows; give one label per row.")
-    return y
-
-
-def check_sample_weight(sample_weight: Any, X: np.ndarray) -> np.ndarray:
-    sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
-    if not sample_weight.sum() > 0:
-        raise ValueError("sample_weight sums to zero; give some rows positive weight.")
-    return sample_weight
 
 
 class BaseCalibrator(ClassifierMixin, BaseEstimator):
@@ -403,60 +255,3 @@ class BaseCalibrator(ClassifierMixin, BaseEstimator):
         """The most probable class label for each row."""
         log_proba = self.predict_log_proba(X)
         return self.classes_[np.argmax(log_proba, axis=1)]
-
-
-BINNINGS = ("width", "mass")
-
-
-def equal_mass_edges(x: np.ndarray, n_bins: int) -> np.ndarray:
-    """Inner edges of ``n_bins`` equal-mass bins over ``x`` (Kumar et al. 2019's scheme).
-
-    The sorted values are split into ``n_bins`` runs of (almost) equal size
-    (``np.array_split``); each edge is the midpoint between the last value of
-    one run and the first of the next. Duplicate edges collapse, so a run of
-    ties that straddles a split point never lands in two bins. Used with
-    ``np.searchsorted(edges, x, side="left")``: bins are right-closed and a tie
-    sits in the lower bin.
-    """
-    n = x.shape[0]
-    n_bins = min(n_bins, n)
-    if n_bins <= 1:
-        return np.empty(0)
-    q, r = divmod(n, n_bins)
-    splits = np.arange(1, n_bins) * q + np.minimum(np.arange(1, n_bins), r)
-    # partition is O(n) per order statistic; a full sort of 10^7 values is not.
-    kth = np.unique(np.concatenate([splits - 1, splits]))
-    part = np.partition(x, kth)
-    return np.unique((part[splits - 1] + part[splits]) / 2.0)
-
-
-def check_binning(bins: Any, binning: str) -> None:
-    if binning not in BINNINGS:
-        raise ValueError(f"binning={binning!r}; use 'width' (equal-width) or 'mass' (equal-mass).")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins={bins!r}; give the number of bins as a positive integer.")
-
-
-def bin_index(x: np.ndarray, bins: int, binning: str) -> tuple[np.ndarray, int, np.ndarray]:
-    """Assign values in [0, 1] to bins; return ``(index, n_bins, edges)``.
-
-    ``binning="width"``: ``bins`` equal-width bins ``[i/B, (i+1)/B)``, the last
-    one closed (as numpy's histogram and netcal). ``binning="mass"``: see
-    :func:`equal_mass_edges`. ``edges`` includes 0 and 1.
-    """
-    check_binning(bins, binning)
-    if binning == "width":
-        edges = np.linspace(0.0, 1.0, bins + 1)
-    else:
-        edges = np.concatenate([[0.0], equal_mass_edges(x, int(bins)), [1.0]])
-    return assign_bins(x, edges, binning), len(edges) - 1, edges
-
-
-def assign_bins(x: np.ndarray, edges: np.ndarray, binning: str) -> np.ndarray:
-    """Bin index of each value, for edges made by :func:`bin_index`."""
-    n_bins = len(edges) - 1
-    if binning == "width":
-        # x * B is exact enough and several times faster than searchsorted at 10^7 values.
-        idx = (x * n_bins).astype(np.intp)
-        return np.minimum(idx, n_bins - 1, out=idx)
-    return np.searchsorted(edges[1:-1], x, side="left")

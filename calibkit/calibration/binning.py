@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from ._base import BaseCalibrator, assign_bins, bin_index, check_binning
+from ..bins import assign_bins, bin_index, check_binning
+from ._base import BaseCalibrator
 
 
 class _OneVsRest(BaseCalibrator):

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.model_selection import check_cv
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._base import check_columns, check_y, resolve_classes
+from ..arrays import check_columns, check_y, resolve_classes
 
 
 def _with_classes(calibrator: Any, classes: np.ndarray) -> Any:

@@ -22,7 +22,8 @@ from scipy.special import log_softmax, logsumexp
 from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import LOG_FLOOR, BaseCalibrator, check_input_kind, check_sample_weight, to_log_proba
+from ..arrays import check_input_kind, check_sample_weight
+from ._base import LOG_FLOOR, BaseCalibrator, to_log_proba
 
 
 def _log_mean_prob(scores: Any, input: str, name: str) -> np.ndarray:

@@ -14,7 +14,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, logsumexp
 
-from ._base import ROW_BLOCK, BaseCalibrator
+from ..arrays import ROW_BLOCK
+from ._base import BaseCalibrator
 
 # Temperature is searched in [1/100, 100]; a fit that ends at a bound is reported.
 _T_MIN, _T_MAX = 1e-2, 1e2
