@@ -1,7 +1,7 @@
 """Comparing configurations (template × verbalizer × model) and calibrators on the same held-out examples.
 
 :func:`compare` takes the class scores of several configurations of the same examples,
-splits the examples once (seeded, stratified as :func:`calibkit.report.evaluate` does),
+splits the examples once (seeded, stratified as :func:`calibkit.evaluation.evaluate` does),
 fits every calibrator of every configuration on the calibration part, and measures each
 row (a configuration with a calibrator, or "uncalibrated") on the held-out part: each
 metric with its bootstrap interval, its paired difference against a baseline row (the
@@ -38,8 +38,8 @@ from sklearn.base import BaseEstimator
 
 from . import metrics as M
 from .conformal import conformal_sets, coverage, mean_set_size
+from .evaluation import METRICS, Evaluation, evaluate, metric_names, split
 from .progress import describe, progress_bar
-from .report import METRICS, Evaluation, evaluate, metric_names, split
 from .selective import aurc
 
 __all__ = ["Comparison", "SEPARATOR", "baseline_row", "compare"]
@@ -68,6 +68,8 @@ class Comparison:
     the held-out examples (positions ``rows`` of the input; labels ``y`` as column
     indices); the conformal sets were calibrated on the held-out positions
     ``conformal_calibration`` and measured on ``conformal_test`` (indices into ``y``).
+    ``evaluations`` holds each configuration's own evaluation (rows named by calibrator),
+    as :func:`evaluate` made it. Without ``differences`` the ``diff_`` columns are absent.
     """
 
     table: pd.DataFrame
@@ -83,9 +85,10 @@ class Comparison:
     conformal_calibration: np.ndarray | None = None
     conformal_test: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
 
     def evaluation(self) -> Evaluation:
-        """The rows as one :class:`calibkit.report.Evaluation` (its probabilities, confusion matrices)."""
+        """The rows as one :class:`calibkit.evaluation.Evaluation` (its probabilities, confusion matrices)."""
         cols = [c for m in self.metrics for c in (m, f"{m}_low", f"{m}_high")]
         return Evaluation(table=self.table[cols], probs=self.probs, y=self.y, classes=self.classes, rows=self.rows,
                           info=self.info, metrics=self.metrics)
@@ -106,7 +109,7 @@ class Comparison:
 
         for m in self.metrics:
             out[m] = span(m)
-        for m in self.metrics:
+        for m in self.metrics if "diff_" + self.metrics[0] in t.columns else []:
             out[f"Δ {m}"] = [s if row != self.baseline else "baseline" for s, row in zip(span(f"diff_{m}"), t.index)]
         if self.alpha is not None:
             out["coverage"] = span("coverage")
@@ -130,6 +133,7 @@ def compare(
     metrics: Sequence[str] | None = None,
     alpha: float | None = 0.1,
     conformal_method: str = "lac",
+    differences: bool = True,
     info: Mapping[str, Any] | None = None,
     progress: bool | None = None,
 ) -> Comparison:
@@ -149,7 +153,8 @@ def compare(
     calibrator)``; None: the first configuration, uncalibrated. All bootstraps use ``seed``
     and ``n_boot``. ``alpha``: the conformal sets' miss rate (``conformal_method``: "lac",
     "aps" or "raps", MAPIE's: the ``conformal`` extra); None leaves the sets out.
-    ``metrics``, ``info`` and ``progress`` are as in :func:`calibkit.report.evaluate`.
+    ``differences=False`` leaves out the paired differences (and their bootstraps).
+    ``metrics``, ``info`` and ``progress`` are as in :func:`calibkit.evaluation.evaluate`.
 
     >>> rng = np.random.default_rng(1)
     >>> y = rng.integers(0, 3, size=240)
@@ -190,7 +195,7 @@ def compare(
         conf_cal = conf_test = None
 
     records = []
-    with progress_bar(len(probs) * len(chosen) * n_boot, progress, desc="calibkit", unit="resample", leave=True,
+    with progress_bar(len(probs) * len(chosen) * n_boot * differences, progress, desc="calibkit", unit="resample", leave=True,
                       dynamic_ncols=True) as bar:
         for c, ev in evals.items():
             for name, p in ev.probs.items():
@@ -201,7 +206,7 @@ def compare(
                 for m in chosen:
                     rec[m], rec[f"{m}_low"], rec[f"{m}_high"] = (ev.table.loc[name, k] for k in
                                                                  (m, f"{m}_low", f"{m}_high"))
-                for m in chosen:
+                for m in chosen if differences else []:
                     if label == base:  # the baseline less itself, on every resample
                         d = (0.0, 0.0, 0.0)
                     else:
@@ -228,7 +233,8 @@ def compare(
     facts["calibkit version"] = first.info["calibkit version"]
     return Comparison(table=table, probs=probs, y=y_eval, classes=classes, rows=rows, baseline=base, metrics=chosen,
                       factors=factors, alpha=alpha, conformal_method=conformal_method,
-                      conformal_calibration=conf_cal, conformal_test=conf_test, info={**dict(info or {}), **facts})
+                      conformal_calibration=conf_cal, conformal_test=conf_test, info={**dict(info or {}), **facts},
+                      evaluations={labels[c]: ev for c, ev in evals.items()})
 
 
 def _label(config: Config) -> str:

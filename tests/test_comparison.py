@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pandas as pd
 import pytest
 
 import calibkit as ck
 from calibkit import conformal, metrics, selective
 from calibkit.comparison import baseline_row, compare
-from calibkit.report import METRICS, split, write_comparison_report
+from calibkit.evaluation import METRICS, split
+from synthetic import two_templates
 
 pytest.importorskip("mapie")
 
 
 @pytest.fixture(scope="module")
 def study():
-    rng = np.random.default_rng(7)
-    n = 240
-    y = np.array(["neg", "pos"])[rng.integers(0, 2, size=n)]
-    onehot = np.stack([y == "neg", y == "pos"], axis=1).astype(float)
-    scores = {
-        ("t1", "v1", "m"): 1.2 * onehot + rng.normal(size=(n, 2)) + np.array([0.8, 0.0]),  # biased, informative
-        ("t2", "v1", "m"): 0.4 * onehot + rng.normal(size=(n, 2)),
-    }
-    cals = {"temperature": ck.TemperatureScaling(), "batch": ck.BatchCalibration()}
-    c = compare(scores, y, cals, classes=["neg", "pos"], factors=["template", "verbalizer", "model"],
-                baseline="t2", n_boot=60, seed=3, metrics=["accuracy", "nll", "ece"], alpha=0.2, progress=False)
-    return c, scores, y
+    return two_templates()
 
 
 def test_one_row_per_configuration_and_calibrator(study) -> None:
@@ -128,24 +115,3 @@ def test_label_scores_of_other_classes_are_refused() -> None:
     s = ck.LabelScores.from_logprobs(np.log(np.full((10, 2), 0.5)), ["b", "a"])
     with pytest.raises(ValueError, match=r"classes \['b', 'a'\], not \['a', 'b'\]"):
         compare({"x": s}, ["a", "b"] * 5, {}, classes=["a", "b"], n_boot=5, progress=False)
-
-
-def test_the_report_holds_the_table_and_says_which_is_the_baseline(study, tmp_path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    c, _, _ = study
-    out = write_comparison_report(c, tmp_path / "r", title="two templates", progress=False)
-    assert {"comparison.csv", "comparison.md", "probabilities.csv", "evaluation.json", "index.html",
-            "risk_coverage.png", "reliability.png"} <= {p.name for p in out.iterdir()}
-    table = pd.read_csv(out / "comparison.csv", index_col=0)
-    pd.testing.assert_frame_equal(table[["accuracy", "diff_nll_low", "coverage", "aurc"]],
-                                  c.table[["accuracy", "diff_nll_low", "coverage", "aurc"]], rtol=1e-5)
-    probs = pd.read_csv(out / "probabilities.csv")
-    assert list(probs["row"]) == list(c.rows)
-    np.testing.assert_allclose(probs["proba[pos]@t1 · v1 · m · batch"], c.probs["t1 · v1 · m · batch"][:, 1],
-                               rtol=1e-5)
-    page = (out / "index.html").read_text()
-    assert "Baseline: <strong>t2 · v1 · m · uncalibrated</strong>" in page
-    assert "excludes 0" in page and "alpha = 0.2" in page and "risk_coverage.png" in page
-    assert json.loads((out / "evaluation.json").read_text())["alpha"] == 0.2
