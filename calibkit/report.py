@@ -94,9 +94,10 @@ def _about(info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_report(
-    ev: Evaluation, folder: str | Path, *, title: str = "calibkit report", progress: bool | None = None
+    ev: Evaluation | Comparison, folder: str | Path, *, title: str = "calibkit report", progress: bool | None = None
 ) -> Path:
-    """Write the report folder and return it.
+    """Write the report folder and return it; a :class:`~calibkit.comparison.Comparison`'s
+    (a study's) is :func:`write_comparison_report`'s.
 
     metrics.csv and metrics.md (the metrics computed), probabilities.csv (with
     ``pred@<calibrator>`` columns), confusion_matrix.csv, evaluation.json (``ev.info``:
@@ -115,6 +116,10 @@ def write_report(
     >>> pngs
     ['reliability.png', 'reliability_classwise_uncalibrated.png', 'reliability_uncalibrated.png']
     """
+    from .comparison import Comparison
+
+    if isinstance(ev, Comparison):
+        return write_comparison_report(ev, folder, title=title, progress=progress)
     from .diagrams import (
         classwise_reliability_data,
         plot_classwise_reliability,

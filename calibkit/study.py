@@ -102,12 +102,11 @@ class StudyResults(Comparison):
         return plot_risk_coverage(curves, ax=ax)
 
     def write_report(self, folder: str | Path, *, title: str = "calibkit study", progress: bool | None = None) -> Path:
-        """Write the report folder (:func:`calibkit.report.write_report`) and return it."""
-        from .report import write_comparison_report, write_report
+        """Write the report folder (:func:`calibkit.report.write_report`) and return it: for one
+        configuration its calibration report (as ``calibkit eval`` writes it), else the comparison's."""
+        from .report import write_report
 
-        if self.single:
-            return write_report(self.evaluation_of(), folder, title=title, progress=progress)
-        return write_comparison_report(self, folder, title=title, progress=progress)
+        return write_report(self.evaluation_of() if self.single else self, folder, title=title, progress=progress)
 
 
 class Study:
@@ -214,11 +213,11 @@ class Study:
                 with _quiet(bool(data)):  # the sample and the drops are said once
                     try:
                         ds = select(self.data, self.y, template=t, verbalizer=v, **self.selection)
+                        labels = checked_labels(ds)
                     except ValueError as e:
                         if len(self.templates) * len(self.verbalizers) == 1:
                             raise
                         raise ValueError(f"{tn}{SEPARATOR}{vn}: {e}") from None
-                    labels = checked_labels(ds)
                 if first is None:
                     first = (tn, vn, labels, ds.classes)
                     self._two_classes(labels)
@@ -339,7 +338,7 @@ def _named(values: Any, param: str, prefix: str | None) -> dict[str, Any]:
     keys = [_identity(v) for v in named.values()]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
-        raise ValueError(f"{param}= gives {twice[0]!r} twice; give each once")
+        raise ValueError(f"{param}= {twice[0]!r} is given twice; give each once")
     return named
 
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from ..names import METHODS
 from .flags import unescape
 
 __all__ = ["KEYS", "read_study_file"]
@@ -25,6 +26,7 @@ _INTEGERS = ("limit", "k", "bootstrap", "seed")
 _NUMBERS = ("alpha", "calibration_fraction")
 _SWITCHES = ("shuffle", "stratify", "drop_missing")
 _LISTS = ("calibrators", "metrics", "text_column", "models")
+_CHOICES = {"method": METHODS, "backend": ("local", "hf")}
 
 
 def read_study_file(path: str | Path) -> dict[str, Any]:
@@ -99,6 +101,8 @@ def read_study_file(path: str | Path) -> dict[str, Any]:
             value = named(key, value, verbalizer)
         else:
             value = kind(key, value, (str,), "a string")
+            if key in _CHOICES and value not in _CHOICES[key]:
+                raise fail(key, f"one of {', '.join(_CHOICES[key])}", value)
             if key == "out" or (key == "dataset" and (base / value).is_file()):
                 value = str(base / value)
         out[key] = value

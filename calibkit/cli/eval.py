@@ -82,7 +82,7 @@ def study_options(args: argparse.Namespace) -> dict[str, Any]:
             if key == "templates":
                 value = [unescape(t) for t in value]
             elif key == "verbalizers":
-                value = [json_object("--verbalizer", v, '{"neg": " negative", "pos": " positive"}') for v in value]
+                value = [_verbalizer(i, v) for i, v in enumerate(value, 1)]
             elif key in ("calibrators", "metrics"):
                 value = names_list(value)
         elif key in from_file:
@@ -95,6 +95,13 @@ def study_options(args: argparse.Namespace) -> dict[str, Any]:
     columns = options["text_column"]
     options["text_column"] = columns[0] if columns and len(columns) == 1 else columns
     return options
+
+
+def _verbalizer(i: int, text: str) -> dict:
+    try:
+        return json_object("--verbalizer", text, '{"neg": " negative", "pos": " positive"}')
+    except ValueError as e:
+        raise ValueError(f"v{i}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ LIMITS = ("max_body_bytes", "max_prompts", "max_tokens_limit", "max_n", "max_req
 
 def run(args: argparse.Namespace) -> int:
     from ..server.config import ServerConfig
-    from .server.run import serve
+    from ..server.run import serve
 
     config = ServerConfig(**{name: getattr(args, name) for name in LIMITS})
     serve(args.model, host=args.host, port=args.port, keys_file=args.keys_file, no_auth=args.no_auth,
