@@ -17,12 +17,17 @@ from __future__ import annotations
 from typing import Sequence
 
 __all__ = [
-    "CALIBRATIONS", "CHAIN_ORDER", "DEFAULT_CALIBRATORS", "METHODS", "METRIC_NAMES", "check_calibration",
-    "check_calibrators",
+    "BACKEND_OPTIONS", "CALIBRATIONS", "CHAIN_ORDER", "DEFAULT_CALIBRATORS", "METHODS", "METRIC_NAMES",
+    "check_calibration", "check_calibrators",
 ]
 
 #: How label forms are scored (:func:`calibkit.score`'s ``method=``).
 METHODS = ("auto", "topk", "exact")
+
+#: How a model named by a string is opened (:func:`calibkit.backends.factory.open_backend`'s
+#: options, which a study and the command line take by these names).
+BACKEND_OPTIONS = ("api_base", "api_key", "backend", "device", "dtype", "threads", "timeout", "max_in_flight",
+                   "workers", "ray")
 
 #: The metrics of a report, in its column order (:data:`calibkit.evaluation.METRICS`).
 METRIC_NAMES = ("accuracy", "nll", "brier", "ece", "smooth_ece")

@@ -36,17 +36,12 @@ from .datasets.selection import checked_labels, select
 from .estimator import make_calibrator
 from .evaluation import Evaluation, metric_names
 from .label_scores import LabelScores
-from .names import DEFAULT_CALIBRATORS, METHODS, check_calibrators
+from .names import BACKEND_OPTIONS, DEFAULT_CALIBRATORS, METHODS, check_calibrators
 from .progress import STEPS, say
 from .scoring import score
 from .templates import PromptTemplate, Verbalizer
 
 __all__ = ["Study", "StudyResults"]
-
-#: The options :func:`calibkit.backends.factory.open_backend` takes, by the names a study takes them.
-BACKEND_OPTIONS = ("api_base", "api_key", "backend", "device", "dtype", "threads", "timeout", "max_in_flight",
-                   "workers", "ray")
-
 
 @dataclass
 class StudyResults(Comparison):

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from .config import KEYS, read_study_file
-from .flags import (backend_args, data_args, json_object, names_list, report_args, seed_arg, unescape)
+from .flags import backend_args, backend_options, data_args, json_object, names_list, report_args, seed_arg, unescape
 from .output import show_report
 
 # The flags a study file may set too, and their defaults: the parser leaves a flag not
@@ -110,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = study_options(args)
     name, out = options.pop("dataset"), options.pop("out")
-    extra = {k: getattr(args, k) for k in ("api_key", "device", "dtype", "threads", "timeout", "max_in_flight",
-                                           "workers", "ray")}
+    extra = {k: v for k, v in backend_options(args).items() if k not in options}
     study = Study(name, **options, **extra, cache=False if args.no_cache else None)
     results = study.run()
     info = results.info

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from ..names import DEFAULT_CALIBRATORS, METHODS, METRIC_NAMES
+from ..names import BACKEND_OPTIONS, DEFAULT_CALIBRATORS, METHODS, METRIC_NAMES
 
 __all__ = [
     "FLAGS", "backend_args", "backend_options", "data_args", "flag_words", "json_object", "report_args", "seed_arg",
@@ -152,9 +152,7 @@ def backend_args(p: argparse.ArgumentParser, *, ray: bool = False, several: bool
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
     """The model flags as :func:`calibkit.backends.factory.open_backend`'s options (model aside)."""
-    names = ("api_base", "api_key", "backend", "device", "dtype", "threads", "timeout", "max_in_flight", "workers",
-             "ray")
-    return {name: getattr(args, name, None) for name in names}
+    return {name: getattr(args, name, None) for name in BACKEND_OPTIONS}
 
 
 def data_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
