@@ -133,7 +133,7 @@ def take_sample(frame: Any, label_column: str, limit: int, *, shuffle: bool = Fa
 
 def _check_sample(limit: int | None, shuffle: bool, stratify: bool) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a whole number of rows, at least 1 (got {limit!r})")
+        raise ValueError(f"limit= must be a whole number of rows, at least 1 (got {limit!r})")
     if shuffle and stratify:
         raise ValueError("shuffle=True and stratify=True are two ways to draw the limit= sample; give one")
     if (shuffle or stratify) and limit is None:
