@@ -1,6 +1,6 @@
 """Reliability end to end: a real ``calibkit serve`` behind a fault-injecting proxy.
 
-- the fault run: 2,000 prompts scored top-k through 10 % injected faults (429 with and
+- the fault run: 1,000 prompts scored top-k through 10 % injected faults (429 with and
   without Retry-After, 500, 502, 503, dropped connections, read timeouts, truncated and
   malformed 200 JSON) give exactly the embedded model's scores, nothing lost, the
   server asked each question once, and each body sent again only after a fault;
@@ -41,7 +41,7 @@ from server_harness import ServerProcess
 pytestmark = pytest.mark.model
 
 K = 3
-N_PROMPTS = 2000
+N_PROMPTS = 1000  # benchmarks/reliability.py runs 2,000 and more, with its load run
 TIMEOUT = 6.0  # the client's timeout in the fault run: an injected read timeout costs this much
 RUN_LIMIT_S = 600  # bound on any subprocess of this module
 
@@ -70,28 +70,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 # -- the fault run ------------------------------------------------------------------------------
-def fault_free_top_k(server: ServerProcess, prompts: list[str], k: int) -> tuple[list[str], list[dict]]:
-    """Top-k of each prompt straight from the server, leaving out the prompts it answers with no
-    top_logprobs (those whose likeliest next token ends the text: see the test after this one)."""
-    with ck.Client(server.base, server.key, model="llama-8b", cache=False, max_prompts_per_request=4,
-                   max_in_flight=4, timeout=120) as direct:
-        resps = direct.complete([direct.make_request(p, max_tokens=1, logprobs=k, temperature=0) for p in prompts])
-    kept = [(p, dict(r.choices[0].logprobs.top_logprobs[0])) for p, r in zip(prompts, resps)
-            if r.choices[0].logprobs is not None and r.choices[0].logprobs.top_logprobs]
-    return [p for p, _ in kept], [t for _, t in kept]
-
-
-def test_two_thousand_prompts_through_ten_percent_faults_score_as_without(server, local_model):
-    # The fault-free run: straight at the server (one thread, as fast as it goes on shared
-    # cores), its answers the embedded model's own, exactly (checked on a sample here).
-    prompts, want = fault_free_top_k(server, distinct_prompts(N_PROMPTS + 200), K)
-    prompts, want = prompts[:N_PROMPTS], want[:N_PROMPTS]
-    assert len(prompts) == N_PROMPTS
-    sample = prompts[:: N_PROMPTS // 40]
-    assert [list(t.items()) for t in local_model.top_k(sample, k=K)] == \
-        [list(want[prompts.index(p)].items()) for p in sample]
+def test_a_thousand_prompts_through_ten_percent_faults_score_as_without(server, local_model):
+    # The fault-free answers: the embedded model's own, in process (serve answers as it does,
+    # exactly: every one of them is compared below), so the server scores the prompts once,
+    # in the faulty run.
+    prompts = distinct_prompts(N_PROMPTS)
+    want = local_model.top_k(prompts, k=K)
     with FaultProxy(server.base, rate=0.1, seed=7, sleep_s=TIMEOUT + 1.5, max_faults_per_body=2) as proxy:
-        client = ck.Client(proxy.url, server.key, model="llama-8b", cache=False, max_prompts_per_request=4,
+        # two prompts a request: 500 requests, some 50 of them faulty, so every kind of fault comes up
+        client = ck.Client(proxy.url, server.key, model="llama-8b", cache=False, max_prompts_per_request=2,
                            max_in_flight=4, timeout=TIMEOUT, max_retries=2)
         with client:
             got = client.top_k(prompts, k=K)
@@ -179,7 +166,7 @@ LIBRARY_RUN = textwrap.dedent("""
     from helpers import sst2
 
     base, key, out = sys.argv[1:4]
-    texts, _ = sst2("dev", n=300)
+    texts, _ = sst2("dev", n=150)
     with ck.Client(base, key, model="llama-8b", max_prompts_per_request=2, max_in_flight=2, timeout=60) as api:
         s = ck.score(texts, "Review: {text}\\nSentiment:", {0: " negative", 1: " positive"}, api,
                      method="topk", k=5, progress=False, check=False)
@@ -277,7 +264,7 @@ def test_a_library_run_killed_half_way_resumes_with_only_the_unfinished_question
         )
     whole = np.load(tmp_path / "whole" / "scores.npy")
     resumed = np.load(tmp_path / "cut" / "scores.npy")
-    assert whole.shape == (300, 2)
+    assert whole.shape == (150, 2)
     np.testing.assert_array_equal(resumed, whole)
 
 
