@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import calibkit as ck
 from calibkit import cli
 from calibkit.comparison import Comparison
 from calibkit.study import Study, StudyResults
