@@ -185,8 +185,7 @@ class Study:
     def _check(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method= must be one of {', '.join(METHODS)} (got {self.method!r})")
-        if self.k is not None and self.k < 1:
-            raise ValueError(f"k= must be at least 1 (got {self.k})")  # before anything is loaded
+        check_k(None, self.k)  # before anything is loaded; the cap once the model is open
         if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 1:
             raise ValueError(f"bootstrap= must be at least 1 (got {self.bootstrap}); 1000 is usual")
         if not 0 < self.calibration_fraction < 1:

@@ -109,8 +109,9 @@ def check_options(*, api_base: str | None = None, backend: str | None = None, de
         raise ValueError(f"workers= must be at least 1 (got {workers})")
 
 
-def check_k(backend: Backend, k: int | None) -> None:
-    """A top-k size ``k`` checked against the backend's cap (a completions API's; ACS: 20)."""
+def check_k(backend: Backend | None, k: int | None) -> None:
+    """A top-k size ``k`` checked: at least 1 and, given the backend, within its cap (a
+    completions API's; ACS: 20). Call it with None before the model is open."""
     if k is not None and k < 1:
         raise ValueError(f"k= must be at least 1 (got {k})")
     cap = getattr(backend, "logprobs_cap", None)

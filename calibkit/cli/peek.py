@@ -25,8 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..backends.factory import check_k, open_backend
 
-    if args.k < 1:
-        raise ValueError(f"-k must be at least 1 (got {args.k})")
+    check_k(None, args.k)
     backend = open_backend(args.model, cache=False if args.no_cache else None, **backend_options(args))
     check_k(backend, args.k)
     top = backend.top_k([args.prompt], args.k)[0]

@@ -40,8 +40,7 @@ def load(args: argparse.Namespace):  # -> Dataset
 def open_model(args: argparse.Namespace):  # -> Backend
     from ..backends.factory import check_k, open_backend
 
-    if args.k is not None and args.k < 1:  # before the model loads
-        raise ValueError(f"-k must be at least 1 (got {args.k})")
+    check_k(None, args.k)  # before the model loads
     backend = open_backend(args.model, cache=False if args.no_cache else None, **backend_options(args))
     check_k(backend, args.k)
     return backend

@@ -209,11 +209,12 @@ def _from_source(name: Any, template: PromptTemplate | None, verbalizer: Verbali
     if text is None:
         raise ValueError(f"data must be a bundled data set's name, a file path, 'hf:<name>', a DataFrame, or texts "
                          f"with y= (got {type(name).__name__})")
-    if not text.startswith("hf:") and not Path(text).is_file() and text not in list_datasets() \
+    bundled = list_datasets()
+    if not text.startswith("hf:") and not Path(text).is_file() and text not in bundled \
             and not (Path(text) / "README.md").is_file():
-        raise ValueError(f"no bundled data set or file {text!r}; the bundled ones are {list_datasets()}, a file path "
+        raise ValueError(f"no bundled data set or file {text!r}; the bundled ones are {bundled}, a file path "
                          "must exist, and Hugging Face data sets are named 'hf:<name>'")
-    if text in list_datasets() and not Path(text).is_file():
+    if text in bundled and not Path(text).is_file():
         given = [f"{k}=" for k, v in (("format", format), ("text_column", text_column),
                                       ("label_column", label_column)) if v]
         if given:
