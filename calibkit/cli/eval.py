@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from .config import KEYS, read_study_file
-from .flags import backend_args, backend_options, data_args, json_object, names_list, report_args, seed_arg, unescape
+from .flags import backend_args, backend_options, data_args, names_list, report_args, seed_arg, unescape, verbalizer_of
 from .output import show_report
 
 # The flags a study file may set too, and their defaults: the parser leaves a flag not
@@ -82,7 +82,7 @@ def study_options(args: argparse.Namespace) -> dict[str, Any]:
             if key == "templates":
                 value = [unescape(t) for t in value]
             elif key == "verbalizers":
-                value = [_verbalizer(i, v) for i, v in enumerate(value, 1)]
+                value = [verbalizer_of(v, f"v{i}") for i, v in enumerate(value, 1)]
             elif key in ("calibrators", "metrics"):
                 value = names_list(value)
         elif key in from_file:
@@ -92,16 +92,7 @@ def study_options(args: argparse.Namespace) -> dict[str, Any]:
             if key in ("calibrators", "metrics"):
                 value = names_list(value)
         options[key] = value
-    columns = options["text_column"]
-    options["text_column"] = columns[0] if columns and len(columns) == 1 else columns
     return options
-
-
-def _verbalizer(i: int, text: str) -> dict:
-    try:
-        return json_object("--verbalizer", text, '{"neg": " negative", "pos": " positive"}')
-    except ValueError as e:
-        raise ValueError(f"v{i}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -186,18 +186,23 @@ def data_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
                    help="top-k size for --method topk and auto (default: the endpoint's cap, 20 for ACS)")
 
 
-def verbalizer_of(text: str | None) -> dict | None:
-    """The --verbalizer JSON as a mapping, or None."""
+def verbalizer_of(text: str | None, name: str = "") -> dict | None:
+    """A --verbalizer's JSON as a mapping (None stays None); an error names the study's
+    verbalizer ``name`` (v1, v2 ...) where given."""
     if text is None:
         return None
-    return json_object("--verbalizer", text, '{"neg": " negative", "pos": " positive"}')
+    try:
+        return json_object("--verbalizer", text, '{"neg": " negative", "pos": " positive"}')
+    except ValueError as e:
+        if not name:
+            raise
+        raise ValueError(f"{name}: {e}") from None
 
 
 def selection_options(args: argparse.Namespace) -> dict[str, Any]:
     """The data flags as :func:`calibkit.datasets.selection.select`'s options (template and
     verbalizer aside: a study takes several)."""
-    columns = args.text_column
-    return {"format": args.format, "text_column": columns[0] if columns and len(columns) == 1 else columns,
+    return {"format": args.format, "text_column": args.text_column,
             "label_column": args.label_column, "drop_missing": bool(args.drop_missing), "limit": args.limit,
             "shuffle": bool(args.shuffle), "stratify": bool(args.stratify), "seed": args.seed}
 

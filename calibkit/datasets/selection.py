@@ -56,6 +56,8 @@ def select(
     for each class in its share).
     """
     _check_sample(limit, shuffle, stratify)
+    if text_column is not None and not isinstance(text_column, str) and len(text_column) == 1:
+        text_column = text_column[0]  # one column, as a file reader takes it
     missing = "drop" if drop_missing else "error"
     template = _template(template)
     verbalizer = _verbalizer(verbalizer)
@@ -226,8 +228,7 @@ def _from_source(name: Any, template: PromptTemplate | None, verbalizer: Verbali
     # text_column= is not given, and checks the labels against the verbalizer.
     options: dict[str, Any] = {"template": template, "verbalizer": verbalizer}
     if text_column:
-        options["text_column"] = text_column[0] if not isinstance(text_column, str) and len(text_column) == 1 \
-            else text_column
+        options["text_column"] = text_column
     if label_column:
         options["label_column"] = label_column
     return load_dataset(text, format=format, missing=missing, **{k: v for k, v in options.items() if v is not None})
