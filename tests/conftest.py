@@ -26,24 +26,26 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 @pytest.fixture(scope="session")
-def _session_cache(tmp_path_factory: pytest.TempPathFactory, _models_folder):
-    """A cache folder for the session's models, whose models/ is every test's models/."""
+def session_cache(tmp_path_factory: pytest.TempPathFactory, _models_folder):
+    """The session's cache folder: its models/ is every test's models/, and its response cache
+    holds the answers of questions that several tests ask alike (the bundled sets' scores, the
+    README's commands, calibkit eval on SST-2), so that each is asked of the model once."""
     cache = tmp_path_factory.mktemp("session-cache")
     (cache / "models").symlink_to(_models_folder, target_is_directory=True)
     return cache
 
 
 @pytest.fixture(scope="session")
-def local_model(_session_cache):
+def local_model(session_cache):
     from calibkit import LocalModel
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CALIBKIT_CACHE_DIR", str(_session_cache))
+        mp.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
         return LocalModel(cache=False)
 
 
 @pytest.fixture(scope="session")
-def hf_model(_session_cache):
+def hf_model(session_cache):
     """The bundled GGUF under transformers, dequantized to float32 (converted once per session, into
     the models folder every test shares: a TransformersModel() made in a test loads the same one)."""
     pytest.importorskip("torch")
@@ -51,7 +53,7 @@ def hf_model(_session_cache):
     from calibkit import TransformersModel
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CALIBKIT_CACHE_DIR", str(_session_cache))
+        mp.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
         return TransformersModel(cache=False, progress=False)
 
 
@@ -71,20 +73,26 @@ def reference_llama(local_model):
 
 
 @pytest.fixture(scope="session")
-def bundled_scores(local_model):
+def bundled_scores(local_model, session_cache):
     """``bundled_scores(name)``: a bundled data set scored by the embedded model, and its
     content-free scores (``(dataset, scores, content_free)``), each set scored once per session
-    for every test that reads the same numbers (conformal coverage, selective thresholds)."""
+    for every test that reads the same numbers (conformal coverage, selective thresholds), through
+    the session's response cache (where ``calibkit eval NAME`` finds them)."""
     import calibkit as ck
+    from calibkit.cache import ResponseCache
     from calibkit.datasets import load_dataset
 
     done: dict = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
+        model = ck.LocalModel(cache=ResponseCache(session_cache / "responses.sqlite"))
+    assert model.identity == local_model.identity
 
     def scored(name: str):
         if name not in done:
             ds = load_dataset(name)
-            scores = ck.score(ds.X, ds.template, ds.verbalizer, local_model, progress=False)
-            cf = ck.content_free_scores(ds.template, ds.verbalizer, local_model, progress=False)
+            scores = ck.score(ds.X, ds.template, ds.verbalizer, model, progress=False)
+            cf = ck.content_free_scores(ds.template, ds.verbalizer, model, progress=False)
             done[name] = (ds, scores, cf)
         return done[name]
 

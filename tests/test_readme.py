@@ -163,17 +163,16 @@ class NumbersWithin(doctest.OutputChecker):
         return super().check_output("".join(pieces) + want[end:], got, optionflags)
 
 
-# -- the scratch folder, one model cache ----------------------------------------------------------
+# -- the scratch folder, the session's cache ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory, _models_folder: Path) -> Path:
+def scratch(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Path:
     """A folder to run the README in, with ../shared beside it as beside the repository
-    (where the shared data sets are), and one cache for the module's model answers. Its
-    models/ is the session's (conftest.py): the GGUF assembled, and converted for
-    transformers, once for every test, not again for the README."""
+    (where the shared data sets are), and the session's cache (conftest.py) as its cache: the
+    GGUF assembled, and converted for transformers, once for every test, and the answers to
+    questions other tests asked alike (the bundled sentiment set's scores, SST-2's) not asked again."""
     base = tmp_path_factory.mktemp("readme")
     (base / "work").mkdir()
-    (base / "cache").mkdir()
-    (base / "cache" / "models").symlink_to(_models_folder, target_is_directory=True)
+    (base / "cache").symlink_to(session_cache, target_is_directory=True)
     shared = ROOT.parent / "shared"
     if shared.is_dir():
         (base / "shared").symlink_to(shared, target_is_directory=True)

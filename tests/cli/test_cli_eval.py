@@ -35,7 +35,8 @@ def test_eval_writes_the_report_folder(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not SST2_DEV.exists(), reason="needs ../shared/data/sst2/dev.txt")
-def test_eval_on_sst2_shows_contextual_calibration_beside_the_uncalibrated(tmp_path) -> None:
+def test_eval_on_sst2_shows_contextual_calibration_beside_the_uncalibrated(tmp_path, session_cache, monkeypatch) -> None:
+    monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(session_cache))  # the README's run of these 300 asks them again
     r = run("eval", str(SST2_DEV), "--limit", "300", "--calibrators", "contextual", "--bootstrap", "200",
             "--out", str(tmp_path / "sst2"))
     assert r.returncode == 0, r.stderr

@@ -34,17 +34,17 @@ ECHO_ATOL = 3e-5
 
 
 @pytest.fixture(scope="module")
-def model(hf_model, _session_cache):
+def model(hf_model, session_cache):
     """TransformersModel(cache=False, progress=False): the bundled GGUF under transformers, loaded once,
     converted (once per session) into the session's cache folder, where the server finds it."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CALIBKIT_CACHE_DIR", str(_session_cache))
+        mp.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
         hf_model.engine  # load (and convert once) now
     return hf_model
 
 
 @pytest.fixture(scope="module")
-def served(model, _session_cache, tmp_path_factory):
+def served(model, session_cache, tmp_path_factory):
     """calibkit serve --backend hf --model gemma --keys-file ..., in a process of its own.
 
     It runs with the session's cache folder, where the GGUF's converted checkpoint already
@@ -54,7 +54,7 @@ def served(model, _session_cache, tmp_path_factory):
     keys = work / "keys.json"
     key, _ = create_key(keys, name="tests")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CALIBKIT_CACHE_DIR", str(_session_cache))
+        mp.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
         srv = ServerProcess(["--backend", "hf", "--device", "cpu", "--model", "gemma", "--keys-file", str(keys),
                              "--max-tokens-limit", "32", "--threads", str(min(2, os.cpu_count() or 1))], work)
         srv.__enter__()
@@ -287,11 +287,11 @@ def test_local_completions_serves_an_hf_model_in_process(model):
         gen.complete(CompletionRequest(model=gen.name, prompt="word " * 80, max_tokens=1))
 
 
-def test_load_models_serves_a_checkpoint_folder(model, _session_cache, monkeypatch):
+def test_load_models_serves_a_checkpoint_folder(model, session_cache, monkeypatch):
     from calibkit.backends.transformers import converted_gguf_folder
     from calibkit.server.run import load_models
 
-    monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(_session_cache))
+    monkeypatch.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
     folder = converted_gguf_folder(model.source)
     served = load_models([f"g={folder}", str(folder)], backend="hf", device="cpu", n_ctx=128)
     assert sorted(served) == sorted(["g", folder.name]) and served["g"] is served[folder.name]
