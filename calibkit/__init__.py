@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
         "calibration",
     ),
     "compare": "comparison",
+    "conclude": "conclusion",
     "load_dataset": "datasets",
     **dict.fromkeys(["plot_reliability", "plot_reliability_grid", "reliability_data"], "diagrams"),
     **dict.fromkeys(["LogprobClassifier", "LogprobVectorizer", "make_calibrator"], "estimator"),
@@ -52,7 +53,7 @@ _EXPORTS: dict[str, str] = {
         "scoring",
     ),
     **dict.fromkeys(["Study", "StudyResults"], "study"),
-    "write_report": "report",
+    **dict.fromkeys(["ReportFolderError", "write_report"], "report"),
     **dict.fromkeys(["PromptTemplate", "TokenizationTrap", "TokenizationWarning", "Verbalizer", "check_traps"],
                     "templates"),
 }

@@ -70,6 +70,7 @@ class Comparison:
     ``conformal_calibration`` and measured on ``conformal_test`` (indices into ``y``).
     ``evaluations`` holds each configuration's own evaluation (rows named by calibrator),
     as :func:`evaluate` made it. Without ``differences`` the ``diff_`` columns are absent.
+    ``run_warnings`` is what the run warned besides the fits (a study sets it).
     """
 
     table: pd.DataFrame
@@ -86,6 +87,20 @@ class Comparison:
     conformal_test: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    run_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def flags(self) -> dict[str, list[str]]:
+        """Row -> why it is not to be trusted (:func:`calibkit.conclusion.flags_of`): only flagged rows."""
+        return {f"{config}{SEPARATOR}{name}": reasons for config, ev in self.evaluations.items()
+                for name, reasons in ev.flags.items()}
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning of the run: the run's own, then each fit's, named by its row."""
+        fits = [f"{config}{SEPARATOR}{name}: {w}" for config, ev in self.evaluations.items()
+                for name, ws in ev.warnings.items() for w in ws]
+        return list(dict.fromkeys([*self.run_warnings, *fits]))
 
     def evaluation(self) -> Evaluation:
         """The rows as one :class:`calibkit.evaluation.Evaluation` (its probabilities, confusion matrices)."""

@@ -20,6 +20,7 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -30,6 +31,7 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import train_test_split
 
 from . import metrics as M
+from .conclusion import flags_of
 from .names import METRIC_NAMES
 from .progress import describe, progress_bar
 from .version import __version__
@@ -55,7 +57,9 @@ class Evaluation:
     computed (``metrics``), its value with the interval's ``_low`` and ``_high``.
     ``probs`` holds each calibrator's probabilities on the held-out examples
     (positions ``rows`` of the input, labels ``y`` as column indices); ``info`` the
-    run's description and settings (evaluation.json).
+    run's description and settings (evaluation.json). ``fitted`` holds each fitted
+    calibrator, ``warnings`` what each one's fit warned, ``run_warnings`` what the run
+    warned besides (scoring: a study sets it); :attr:`flags` the rows not to be trusted.
     """
 
     table: pd.DataFrame
@@ -65,6 +69,15 @@ class Evaluation:
     rows: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    fitted: dict[str, BaseEstimator] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+    run_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def flags(self) -> dict[str, list[str]]:
+        """Row -> why it is not to be trusted (:func:`calibkit.conclusion.flags_of`): only flagged rows."""
+        found = {name: flags_of(p, self.warnings.get(name, ())) for name, p in self.probs.items()}
+        return {name: reasons for name, reasons in found.items() if reasons}
 
     def probabilities(self) -> pd.DataFrame:
         """Each held-out example's probabilities and predicted class under every calibrator,
@@ -162,10 +175,16 @@ def evaluate(
     probs = {"uncalibrated": M.to_probs(logp[idx_eval], input="logprobs")}
     with progress_bar((len(calibrators) + 1) * len(chosen) * n_boot, progress, desc="calibkit", unit="resample",
                       leave=True, dynamic_ncols=True) as bar:
+        fitted, fit_warnings = {}, {}
         for name, cal in calibrators.items():
             describe(bar, f"fitting {name}")
-            fitted = clone(cal).fit(logp[idx_cal], np.array(classes, dtype=object)[y_cal].tolist())
-            probs[name] = np.asarray(fitted.predict_proba(logp[idx_eval]))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fitted[name] = clone(cal).fit(logp[idx_cal], np.array(classes, dtype=object)[y_cal].tolist())
+                probs[name] = np.asarray(fitted[name].predict_proba(logp[idx_eval]))
+            for w in caught:  # kept for the report, and still said to the caller
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            fit_warnings[name] = list(dict.fromkeys(str(w.message) for w in caught))
         rows = []
         for name, p in probs.items():
             row: dict[str, Any] = {"calibrator": name}
@@ -183,7 +202,8 @@ def evaluate(
     }
     # what the caller says about the run comes first; the facts measured here are not overridden
     meta = {**dict(info or {}), **facts}
-    return Evaluation(table=table, probs=probs, y=y_eval, classes=classes, rows=idx_eval, info=meta, metrics=chosen)
+    return Evaluation(table=table, probs=probs, y=y_eval, classes=classes, rows=idx_eval, info=meta, metrics=chosen,
+                      fitted=fitted, warnings={n: w for n, w in fit_warnings.items() if w})
 
 
 def split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,15 @@ Example
 ...               metrics=["accuracy", "ece"], progress=False)
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     print((write_report(ev, tmp) / "metrics.md").read_text().splitlines()[0])
-| calibrator | accuracy | ece |
+## Conclusion
+
+A report folder holds one run: writing into a folder that holds another report raises
+:class:`ReportFolderError` unless ``overwrite=True``, and a folder holding files that are
+not a report's is never written into. Every page and Markdown file leads with its
+conclusion (:mod:`calibkit.conclusion`): the best row by NLL (Brier beside it) with its
+interval, whether it beats the baseline, and what each calibrator did; a flagged row (its
+fit warned, or its predictions are nearly constant) is marked in every table and figure,
+with the reason, and every warning of the run is listed.
 """
 
 from __future__ import annotations
@@ -33,13 +41,74 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .conclusion import FLAG, Conclusion, conclude, marked
 from .progress import describe, progress_bar
 
 if TYPE_CHECKING:
     from .comparison import Comparison
     from .evaluation import Evaluation
 
-__all__ = ["slug", "write_comparison_report", "write_report"]
+__all__ = ["REPORT_FILES", "ReportFolderError", "check_folder", "slug", "write_comparison_report", "write_report"]
+
+#: The files a report writes (besides ``reliability_<calibrator>.png`` and
+#: ``reliability_classwise_<calibrator>.png``): a folder holding only these holds a report.
+REPORT_FILES = ("index.html", "metrics.csv", "metrics.md", "probabilities.csv", "confusion_matrix.csv",
+                "evaluation.json", "comparison.csv", "comparison.md", "risk_coverage.png", "reliability.png")
+
+
+class ReportFolderError(ValueError):
+    """The folder holds another run's report (``overwrite=True`` replaces it) or files that
+    are not a report's (never written into). ``folder``, ``names`` (what it holds) and
+    ``foreign`` (whether any of them is not a report's) say which."""
+
+    def __init__(self, message: str, folder: Path, names: list[str], foreign: bool) -> None:
+        super().__init__(message)
+        self.folder, self.names, self.foreign = folder, names, foreign
+
+
+def _is_report_file(name: str) -> bool:
+    return name in REPORT_FILES or (name.startswith("reliability_") and name.endswith(".png"))
+
+
+def check_folder(folder: str | Path, *, overwrite: bool = False) -> Path:
+    """The folder, if a report can be written into it: absent, empty, or holding an earlier
+    report (only with ``overwrite``); else :class:`ReportFolderError`. Nothing is changed.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "metrics.csv").write_text("")
+    ...     try:
+    ...         check_folder(tmp)
+    ...     except ReportFolderError as e:
+    ...         print(str(e).split("; ")[0].replace(tmp, "DIR"))
+    ...     print(check_folder(tmp, overwrite=True) == Path(tmp))
+    DIR holds another run's report (metrics.csv)
+    True
+    """
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file; give a folder for the report")
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    foreign = [n for n in names if not _is_report_file(n)]
+    if foreign:
+        raise ReportFolderError(
+            f"{out} holds files that are not a calibkit report's ({', '.join(foreign[:4])}); a report folder holds "
+            "one run and nothing else: give another folder", out, names, True)
+    if names and not overwrite:
+        raise ReportFolderError(
+            f"{out} holds another run's report ({shown}); a report folder holds one run: give another folder, or "
+            "overwrite=True to replace that report", out, names, False)
+    return out
+
+
+def _claim(folder: str | Path, overwrite: bool) -> Path:
+    """The folder, emptied of an earlier report (``overwrite``) and ready for this one."""
+    out = check_folder(folder, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.iterdir():  # check_folder let only an earlier report's files through
+        f.unlink()
+    return out
 
 _HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -54,8 +123,11 @@ table.about pre {{ margin: 0; white-space: pre-wrap; }}
 .confusion {{ display: inline-block; vertical-align: top; margin-right: 2em; }}
 img {{ max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }}
 .small {{ color: #666; font-size: 90%; }}
+.conclusion {{ background: #f4f8ff; border-left: 4px solid #36c; padding: 0.6em 1em; }}
+.flag {{ color: #a40; }}
 </style></head><body>
 <h1>{title}</h1>
+{conclusion}
 """
 
 _PAGE = _HEAD + """{about}
@@ -68,13 +140,44 @@ _PAGE = _HEAD + """{about}
 <a href="confusion_matrix.csv">confusion_matrix.csv</a> · <a href="evaluation.json">evaluation.json</a></p>
 <h2>Reliability diagrams</h2>
 <img src="reliability.png" alt="reliability diagrams of every calibrator side by side">
-{singles}
+<p class="small">Each alone, for a paper: {singles}</p>
 {classwise}
 <h2>Confusion matrices</h2>
 <p class="small">Held-out examples by true class (rows) and predicted class, the arg-max (columns).</p>
 {confusion}
 </body></html>
 """
+
+def _conclusion_html(c: Conclusion) -> str:
+    """The page's first section: the conclusion, the flagged rows, what each calibrator did, the warnings."""
+    head = "".join(f"<p><strong>{html.escape(line)}</strong></p>" if i == 0 else f"<p>{html.escape(line)}</p>"
+                   for i, line in enumerate(c.headline()))
+    flags = "".join(f'<li class="flag">{FLAG} <strong>{html.escape(row)}</strong>: {html.escape("; ".join(r))}. '
+                    "Not ranked.</li>" for row, r in c.flagged.items())
+    did = "".join(f"<li><strong>{html.escape(n)}</strong>: {html.escape(d)}</li>" for n, d in c.did.items())
+    warned = "".join(f"<li>{html.escape(w)}</li>" for w in c.warnings) or "<li>none</li>"
+    return (f'<div class="conclusion"><h2>Conclusion</h2>\n{head}\n'
+            + (f"<ul>{flags}</ul>\n" if flags else "")
+            + (f"<p>What each calibrator did:</p><ul>{did}</ul>\n" if did else "")
+            + f"<p>Warnings raised during the run:</p><ul>{warned}</ul></div>")
+
+
+def _conclusion_markdown(c: Conclusion) -> str:
+    parts = ["## Conclusion", "", *c.headline(), ""]
+    parts += [f"- {FLAG} {row}: {'; '.join(r)}. Not ranked." for row, r in c.flagged.items()]
+    if c.did:
+        parts += ["", "What each calibrator did:", ""] + [f"- {n}: {d}" for n, d in c.did.items()]
+    parts += ["", "Warnings raised during the run:", ""] + ([f"- {w}" for w in c.warnings] or ["- none"])
+    return "\n".join(parts) + "\n\n"
+
+
+def _flagged(frame: pd.DataFrame, flags: Mapping[str, list[str]], *, short: bool) -> pd.DataFrame:
+    """``frame`` with a ``flag`` column: each flagged row's reasons (``short``: their first words), else ''."""
+    out = frame.copy()
+    out["flag"] = [(f"{FLAG} " + "; ".join(r.split(":")[0] for r in flags[i]) if short else "; ".join(flags[i]))
+                   if i in flags else "" for i in out.index]
+    return out
+
 
 _NOTES = {
     "ece": "ECE: 15 equal-width bins, top-label, L1.",
@@ -94,10 +197,12 @@ def _about(info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_report(
-    ev: Evaluation | Comparison, folder: str | Path, *, title: str = "calibkit report", progress: bool | None = None
+    ev: Evaluation | Comparison, folder: str | Path, *, title: str = "calibkit report", progress: bool | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the report folder and return it; a :class:`~calibkit.comparison.Comparison`'s
-    (a study's) is :func:`write_comparison_report`'s.
+    (a study's) is :func:`write_comparison_report`'s. A folder holding another report is
+    replaced only with ``overwrite`` (:func:`check_folder`).
 
     metrics.csv and metrics.md (the metrics computed), probabilities.csv (with
     ``pred@<calibrator>`` columns), confusion_matrix.csv, evaluation.json (``ev.info``:
@@ -119,7 +224,7 @@ def write_report(
     from .comparison import Comparison
 
     if isinstance(ev, Comparison):
-        return write_comparison_report(ev, folder, title=title, progress=progress)
+        return write_comparison_report(ev, folder, title=title, progress=progress, overwrite=overwrite)
     from .diagrams import (
         classwise_reliability_data,
         plot_classwise_reliability,
@@ -129,14 +234,16 @@ def write_report(
         reliability_data,
     )
 
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    ev.table.to_csv(out / "metrics.csv", float_format="%.6g")
+    out = _claim(folder, overwrite)
+    flags, said = ev.flags, conclude(ev)
+    _flagged(ev.table, flags, short=False).to_csv(out / "metrics.csv", float_format="%.6g")
     ev.probabilities().to_csv(out / "probabilities.csv", index=False, float_format="%.6g")
     ev.confusion_matrices().to_csv(out / "confusion_matrix.csv", index=False)
-    shown = ev.formatted()
-    (out / "metrics.md").write_text(_markdown(shown))
-    (out / "evaluation.json").write_text(json.dumps(_jsonable(ev.info), indent=2, allow_nan=False) + "\n")
+    shown = _flagged(ev.formatted(), flags, short=True)
+    (out / "metrics.md").write_text(_conclusion_markdown(said) + _markdown(shown))
+    (out / "evaluation.json").write_text(json.dumps(_jsonable({**ev.info, "conclusion": said.lines(),
+                                                               "warnings": said.warnings}),
+                                                    indent=2, allow_nan=False) + "\n")
 
     plt = pyplot()
     stems = _file_stems(list(ev.probs))
@@ -146,7 +253,8 @@ def write_report(
     with progress_bar(1 + len(ev.probs) * (2 if classwise else 1), progress, desc="calibkit", unit="figure",
                       leave=True, dynamic_ncols=True) as bar:
         describe(bar, "drawing reliability.png")
-        fig = plot_reliability_grid(ev.y, ev.probs, ncols=min(len(ev.probs), 4))
+        fig = plot_reliability_grid(ev.y, {marked(n, flags): p for n, p in ev.probs.items()},
+                                    ncols=min(len(ev.probs), 4))
         fig.savefig(out / "reliability.png", dpi=110)
         plt.close(fig)
         bar.update()
@@ -155,21 +263,21 @@ def write_report(
             describe(bar, f"drawing {fname}")
             fig = plt.figure(figsize=(4.5, 5.5), layout="constrained")
             ax, hist_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-            plot_reliability(reliability_data(ev.y, p), ax=ax, hist_ax=hist_ax, title=name)
+            plot_reliability(reliability_data(ev.y, p), ax=ax, hist_ax=hist_ax, title=marked(name, flags))
             fig.savefig(out / fname, dpi=110)
             plt.close(fig)
             bar.update()
-            singles.append(f'<img src="{fname}" alt="reliability diagram: {html.escape(name)}" width="360">')
+            singles.append(f'<a href="{fname}">{html.escape(name)}</a>')
             if classwise:
                 fname = f"reliability_classwise_{stems[name]}.png"
                 describe(bar, f"drawing {fname}")
                 data = classwise_reliability_data(labels, p, classes=ev.classes)
                 fig = plot_classwise_reliability(data, ncols=min(len(ev.classes), 4),
-                                                 title=f"{name}: each class against the rest")
+                                                 title=f"{marked(name, flags)}: each class against the rest")
                 fig.savefig(out / fname, dpi=110)
                 plt.close(fig)
                 bar.update()
-                per_class.append(f'<h3>{html.escape(name)}</h3>\n'
+                per_class.append(f'<h3>{html.escape(marked(name, flags))}</h3>\n'
                                  f'<img src="{fname}" alt="one-vs-rest reliability diagrams: {html.escape(name)}">')
     classwise_html = ""
     if classwise:
@@ -178,16 +286,18 @@ def write_report(
             "probability against the share of examples that are of it.</p>\n" + "\n".join(per_class)
         )
     confusion = "\n".join(
-        f'<div class="confusion"><h3>{html.escape(name)}</h3>\n{ev.confusion_matrix(name).to_html(escape=True)}</div>'
+        f'<div class="confusion"><h3>{html.escape(marked(name, flags))}</h3>\n'
+        f'{ev.confusion_matrix(name).to_html(escape=True)}</div>'
         for name in ev.probs
     )
     about = _about(ev.info)
     (out / "index.html").write_text(
         _PAGE.format(
-            title=html.escape(title), about=_about_table(about), level=ev.info.get("level", 0.95),
+            title=html.escape(title), conclusion=_conclusion_html(said), about=_about_table(about),
+            level=ev.info.get("level", 0.95),
             boot=html.escape(str(ev.info.get("bootstrap"))), seed=html.escape(str(ev.info.get("seed"))),
             notes=_metric_notes(ev.metrics),
-            table=shown.to_html(escape=True), singles="\n".join(singles), classwise=classwise_html,
+            table=shown.to_html(escape=True), singles=" · ".join(singles), classwise=classwise_html,
             confusion=confusion,
         )
     )
@@ -228,7 +338,8 @@ classes in a set (smaller is more informative at the same coverage).</p>
 
 
 def write_comparison_report(
-    cmp: Comparison, folder: str | Path, *, title: str = "calibkit comparison", progress: bool | None = None
+    cmp: Comparison, folder: str | Path, *, title: str = "calibkit comparison", progress: bool | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a :class:`calibkit.comparison.Comparison`'s report folder and return it.
 
@@ -253,18 +364,20 @@ def write_comparison_report(
     from .diagrams import plot_reliability_grid, plot_risk_coverage, pyplot
     from .selective import risk_coverage
 
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    cmp.table.to_csv(out / "comparison.csv", float_format="%.6g")
+    out = _claim(folder, overwrite)
+    flags, said = cmp.flags, conclude(cmp)
+    _flagged(cmp.table, flags, short=False).to_csv(out / "comparison.csv", float_format="%.6g")
     cmp.probabilities().to_csv(out / "probabilities.csv", index=False, float_format="%.6g")
-    shown = cmp.formatted()
-    (out / "comparison.md").write_text(_markdown(shown))
-    (out / "evaluation.json").write_text(json.dumps(_jsonable(cmp.info), indent=2, allow_nan=False) + "\n")
+    shown = _flagged(cmp.formatted(), flags, short=True)
+    (out / "comparison.md").write_text(_conclusion_markdown(said) + _markdown(shown))
+    (out / "evaluation.json").write_text(json.dumps(_jsonable({**cmp.info, "conclusion": said.lines(),
+                                                               "warnings": said.warnings}),
+                                                    indent=2, allow_nan=False) + "\n")
 
     plt = pyplot()
     with progress_bar(2, progress, desc="calibkit", unit="figure", leave=True, dynamic_ncols=True) as bar:
         describe(bar, "drawing risk_coverage.png")
-        curves = {f"{row} (AURC {a:.3f})": risk_coverage(cmp.y, cmp.probs[row])
+        curves = {f"{marked(row, flags)} (AURC {a:.3f})": risk_coverage(cmp.y, cmp.probs[row])
                   for row, a in zip(cmp.table.index, cmp.table["aurc"])}
         fig = plt.figure(figsize=(8, 5), layout="constrained")
         plot_risk_coverage(curves, ax=fig.subplots())
@@ -274,13 +387,14 @@ def write_comparison_report(
         describe(bar, "drawing reliability.png")
         per_config = cmp.table.groupby("config", sort=False).size()
         ncols = int(per_config.iloc[0]) if per_config.nunique() == 1 and per_config.iloc[0] <= 5 else 4
-        fig = plot_reliability_grid(cmp.y, cmp.probs, ncols=min(ncols, len(cmp.probs)))
+        fig = plot_reliability_grid(cmp.y, {marked(n, flags): p for n, p in cmp.probs.items()},
+                                    ncols=min(ncols, len(cmp.probs)))
         fig.savefig(out / "reliability.png", dpi=110)
         plt.close(fig)
         bar.update()
 
     def part(columns: list[str]) -> str:
-        return shown[columns].to_html(escape=True)
+        return shown[[*columns, "flag"]].to_html(escape=True)
 
     conformal = ""
     if cmp.alpha is not None:
@@ -292,7 +406,8 @@ def write_comparison_report(
     about = _about(cmp.info)
     (out / "index.html").write_text(
         _COMPARISON_PAGE.format(
-            title=html.escape(title), about=_about_table(about), n_eval=len(cmp.y), level=cmp.info.get("level", 0.95),
+            title=html.escape(title), conclusion=_conclusion_html(said), about=_about_table(about), n_eval=len(cmp.y),
+            level=cmp.info.get("level", 0.95),
             boot=html.escape(str(cmp.info.get("bootstrap"))), seed=html.escape(str(cmp.info.get("seed"))),
             notes=_metric_notes(cmp.metrics),
             metrics=part(cmp.metrics), baseline=html.escape(cmp.baseline),

@@ -22,6 +22,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Hashable, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 from .backends.base import Backend
 from .backends.factory import check_k, check_options, open_backend
 from .comparison import SEPARATOR, Comparison, baseline_row, compare
+from .conclusion import marked
 from .datasets import Dataset
 from .datasets.selection import checked_labels, select
 from .estimator import make_calibrator
@@ -41,7 +43,16 @@ from .progress import STEPS, say
 from .scoring import score
 from .templates import PromptTemplate, Verbalizer
 
-__all__ = ["Study", "StudyResults"]
+__all__ = ["LOW_LABEL_MASS", "LowLabelMassWarning", "Study", "StudyResults"]
+
+#: A configuration whose median label mass (the probability the model gives the label forms
+#: together) is below this is warned of: the model almost never says those forms.
+LOW_LABEL_MASS = 1e-3
+
+
+class LowLabelMassWarning(UserWarning):
+    """The model almost never says a configuration's label forms (median label mass below :data:`LOW_LABEL_MASS`)."""
+
 
 @dataclass
 class StudyResults(Comparison):
@@ -72,7 +83,8 @@ class StudyResults(Comparison):
         """Reliability diagrams of ``rows`` (default: all), side by side; returns the Figure."""
         from .diagrams import plot_reliability_grid
 
-        probs = {r: self.probs[r] for r in (rows or list(self.probs))}
+        flags = self.flags
+        probs = {marked(r, flags): self.probs[r] for r in (rows or list(self.probs))}
         return plot_reliability_grid(self.y, probs, ncols=ncols or min(len(probs), 4))
 
     def plot_per_class(self, row: str | None = None, *, ncols: int | None = None) -> Any:
@@ -85,23 +97,26 @@ class StudyResults(Comparison):
         labels = np.array(self.classes, dtype=object)[self.y]
         data = classwise_reliability_data(labels, self.probs[row], classes=self.classes)
         return plot_classwise_reliability(data, ncols=ncols or min(len(self.classes), 4),
-                                          title=f"{row}: each class against the rest")
+                                          title=f"{marked(row, self.flags)}: each class against the rest")
 
     def plot_risk_coverage(self, rows: Sequence[str] | None = None, *, ax: Any = None) -> Any:
         """Risk-coverage curves of ``rows`` (default: all), with their AURC; returns the Axes."""
         from .diagrams import plot_risk_coverage
         from .selective import risk_coverage
 
-        chosen = rows or list(self.probs)
-        curves = {f"{r} (AURC {self.table.loc[r, 'aurc']:.3f})": risk_coverage(self.y, self.probs[r]) for r in chosen}
+        chosen, flags = rows or list(self.probs), self.flags
+        curves = {f"{marked(r, flags)} (AURC {self.table.loc[r, 'aurc']:.3f})": risk_coverage(self.y, self.probs[r]) for r in chosen}
         return plot_risk_coverage(curves, ax=ax)
 
-    def write_report(self, folder: str | Path, *, title: str = "calibkit study", progress: bool | None = None) -> Path:
+    def write_report(self, folder: str | Path, *, title: str = "calibkit study", progress: bool | None = None,
+                     overwrite: bool = False) -> Path:
         """Write the report folder (:func:`calibkit.report.write_report`) and return it: for one
-        configuration its calibration report (as ``calibkit eval`` writes it), else the comparison's."""
+        configuration its calibration report (as ``calibkit eval`` writes it), else the comparison's.
+        A folder holding another report is replaced only with ``overwrite``."""
         from .report import write_report
 
-        return write_report(self.evaluation_of() if self.single else self, folder, title=title, progress=progress)
+        return write_report(self.evaluation_of() if self.single else self, folder, title=title, progress=progress,
+                            overwrite=overwrite)
 
 
 class Study:
@@ -226,8 +241,34 @@ class Study:
         return data
 
     def run(self) -> StudyResults:
-        """Load, score, calibrate and compare; the :class:`StudyResults`."""
-        data = self.load()
+        """Load, score, calibrate and compare; the :class:`StudyResults`.
+
+        Before scoring it says (:data:`calibkit.progress.STEPS`) the template and verbalizer
+        it chose where none was given; after scoring it warns of forms the model almost never
+        says (median label mass below :data:`LOW_LABEL_MASS`). Every warning of the run is kept
+        in the results (``warnings``) and so in the report."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = self.load()
+            self._say_chosen(next(iter(data.values())))
+            scored = self._score(data)
+        for w in caught:  # kept for the report, and still said to the caller
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return self._compare(data, *scored, run_warnings=list(dict.fromkeys(str(w.message) for w in caught)))
+
+    def _say_chosen(self, ds: Dataset) -> None:
+        if list(self.templates.values()) == [None]:
+            say(f"template {ds.template.template!r}: {self._whose(ds)} (templates= to give another)")
+        if list(self.verbalizers.values()) == [None]:
+            forms = "; ".join(f"{c!r}: {', '.join(map(repr, fs))}" for c, fs in zip(ds.classes, ds.verbalizer.forms))
+            say(f"label forms {forms}: {self._whose(ds)} (verbalizers= to give others; calibkit forms searches "
+                "for better ones)")
+
+    @staticmethod
+    def _whose(ds: Dataset) -> str:
+        return f"the {ds.name} data set's own" if ds.source == "bundled" else "calibkit's default for this data, as none was given"
+
+    def _score(self, data: dict[tuple[str, str], Dataset]) -> tuple:
         first_ds = next(iter(data.values()))
         y, classes = checked_labels(first_ds), first_ds.classes
         opened = {}
@@ -253,8 +294,21 @@ class Study:
                 s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=self.method, k=self.k,
                           progress=self.progress)
                 scores[config] = s
-                masses[SEPARATOR.join(config)] = f"{float(np.median(s.label_mass)):.4g}"
+                mass = float(np.median(s.label_mass))
+                masses[SEPARATOR.join(config)] = f"{mass:.4g}"
+                if mass < LOW_LABEL_MASS:
+                    warnings.warn(
+                        f"{SEPARATOR.join(config) if not self.single else 'the label forms'}: median label mass "
+                        f"{mass:.2g}, the model almost never says these forms after this template, so its "
+                        "probabilities over the classes rest on a sliver of its belief; find forms it says with "
+                        "calibkit forms (ck.search_forms), or give verbalizers=", LowLabelMassWarning, stacklevel=2)
             del backend
+        return y, classes, configs, names, base, cal_names, scores, cals, masses, about_models
+
+    def _compare(self, data: dict[tuple[str, str], Dataset], y: list, classes: list, configs: list, names: list,
+                 base: str, cal_names: list, scores: dict, cals: dict, masses: dict, about_models: dict, *,
+                 run_warnings: list[str]) -> StudyResults:
+        first_ds = next(iter(data.values()))
         info = {
             "data": first_ds.name, "sample": first_ds.selected, "method": self.method,
             "templates": {tn: data[(tn, next(iter(self.verbalizers)))].template.template for tn in self.templates},
@@ -278,6 +332,8 @@ class Study:
                        "model settings": about_models[mn]["settings"], "method": self.method,
                        "template": info["templates"][tn], "verbalizer": info["verbalizers"][vn],
                        "median label mass": masses[SEPARATOR.join(configs[0])], **ev.info}
+            ev.run_warnings = run_warnings
+        cmp.run_warnings = run_warnings
         return StudyResults(**{f.name: getattr(cmp, f.name) for f in fields(cmp)}, single=self.single,
                             scores={SEPARATOR.join(c): s for c, s in scores.items()})
 

@@ -18,6 +18,14 @@ def overconfident(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return logits, np.array(["a", "b", "c"], dtype=object)[y]
 
 
+def at_chance(n: int = 300, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A template at chance, or a little below (accuracy about 0.3 of 3 classes): confident scores that
+    carry nothing of the labels, so temperature scaling flattens them to its bound, T = 100."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n)
+    return rng.normal(size=(n, k)) * 3 - 0.3 * np.eye(k)[y], y
+
+
 def two_templates() -> tuple[Any, dict, np.ndarray]:
     """A comparison of two templates (one biased and informative, one weak), with the baseline
     "t2", conformal sets at alpha = 0.2; and its scores and labels."""

@@ -33,7 +33,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "calibkit"
 
 #: Arrays in, arrays out: calibrators, metrics, their evaluation and comparison, and the report.
 STATISTICS = (
-    "calibkit.arrays", "calibkit.bins", "calibkit.calibration", "calibkit.comparison", "calibkit.conformal",
+    "calibkit.arrays", "calibkit.bins", "calibkit.calibration", "calibkit.comparison", "calibkit.conclusion",
+    "calibkit.conformal",
     "calibkit.diagrams", "calibkit.evaluation", "calibkit.metrics", "calibkit.report", "calibkit.selective",
     "calibkit.smoothing",
 )

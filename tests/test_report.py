@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import overconfident, two_templates
+from synthetic import at_chance, overconfident, two_templates
 
 import calibkit as ck
 from calibkit.evaluation import METRICS, evaluate
-from calibkit.report import slug, write_comparison_report, write_report
+from calibkit.comparison import compare
+from calibkit.report import ReportFolderError, slug, write_comparison_report, write_report
 
 
 def test_write_report_folder(tmp_path) -> None:
@@ -106,8 +108,8 @@ def test_metrics_subset_shows_only_those(tmp_path) -> None:
     ev = evaluate(X, y, {"temperature": ck.TemperatureScaling()}, classes=["a", "b", "c"], n_boot=10,
                   metrics=["nll", "ece"])
     out = write_report(ev, tmp_path / "r")
-    assert list(pd.read_csv(out / "metrics.csv", index_col=0).columns) == list(ev.table.columns)
-    assert (out / "metrics.md").read_text().splitlines()[0] == "| calibrator | nll | ece |"
+    assert list(pd.read_csv(out / "metrics.csv", index_col=0).columns) == [*ev.table.columns, "flag"]
+    assert "| calibrator | nll | ece | flag |" in (out / "metrics.md").read_text().splitlines()
     page = (out / "index.html").read_text()
     assert "<th>ece</th>" in page and "<th>accuracy</th>" not in page and "Smooth ECE" not in page
 
@@ -137,3 +139,86 @@ def test_the_comparison_report_holds_the_table_and_says_which_is_the_baseline(tm
     assert "Baseline: <strong>t2 · v1 · m · uncalibrated</strong>" in page
     assert "excludes 0" in page and "alpha = 0.2" in page and "risk_coverage.png" in page
     assert json.loads((out / "evaluation.json").read_text())["alpha"] == 0.2
+
+
+def _at_chance_evaluation():
+    X, y = at_chance()
+    with pytest.warns(UserWarning, match="reached the bound T = 100"):
+        return evaluate(X, y, {"temperature": ck.TemperatureScaling()}, classes=[0, 1, 2], n_boot=50, progress=False)
+
+
+def test_the_page_and_the_markdown_lead_with_the_conclusion_and_mark_the_flagged_row(tmp_path) -> None:
+    ev = _at_chance_evaluation()
+    assert ev.table["ece"].idxmin() == "temperature"  # the flattened row has the best ECE ...
+    out = write_report(ev, tmp_path / "r")
+    page = (out / "index.html").read_text()
+    # ... yet the page opens with the best row by NLL, which is not it
+    assert page.index("<h2>Conclusion</h2>") < page.index("<table") < page.index("<h2>Metrics")
+    conclusion = page[page.index("<h2>Conclusion</h2>"):page.index("<h2>Metrics")]
+    assert "Best by NLL: uncalibrated" in conclusion
+    assert "⚠ <strong>temperature</strong>: the fit warned: temperature reached the bound T = 100" in conclusion
+    assert "<strong>temperature</strong>: temperature T = 100 (softens the scores)" in conclusion
+    # the warning of the fit is in the report, and the row is marked in every table and figure title
+    assert "Warnings raised during the run" in conclusion and "temperature: temperature reached the bound" in conclusion
+    metrics_table = page[page.index("<h2>Metrics"):page.index("<h2>Reliability")]
+    assert "⚠ the fit warned" in metrics_table
+    assert "<h3>temperature ⚠</h3>" in page  # its confusion matrix
+    md = (out / "metrics.md").read_text()
+    assert md.startswith("## Conclusion\n") and "Best by NLL: uncalibrated" in md and "- ⚠ temperature: " in md
+    assert "reached the bound" in pd.read_csv(out / "metrics.csv", index_col=0).loc["temperature", "flag"]
+    info = json.loads((out / "evaluation.json").read_text())
+    assert info["conclusion"][0].startswith("Best by NLL: uncalibrated")
+
+
+def test_a_comparison_page_leads_with_its_conclusion_and_marks_the_flagged_row(tmp_path) -> None:
+    X, y = at_chance()
+    rng = np.random.default_rng(5)
+    sharp = 2 * np.eye(3)[y] + rng.normal(size=(len(y), 3)) * 1.5
+    with pytest.warns(UserWarning, match="reached the bound"):
+        c = compare({"chance": X, "sharp": sharp}, y, {"temperature": ck.TemperatureScaling()}, classes=[0, 1, 2],
+                    baseline="chance", n_boot=50, alpha=0.2, progress=False)
+    out = write_comparison_report(c, tmp_path / "c")
+    page = (out / "index.html").read_text()
+    conclusion = page[page.index("<h2>Conclusion</h2>"):page.index("<h2>Metrics")]
+    assert "Best by NLL: sharp · " in conclusion and "It is better than the baseline chance · uncalibrated" in conclusion
+    for section in ("<h2>Metrics", "<h2>Paired differences", "<h2>Conformal", "<h2>Selective"):
+        part = page[page.index(section):]
+        part = part[:part.index("</table>")]
+        assert "⚠ the fit warned" in part, section
+    assert (out / "comparison.md").read_text().startswith("## Conclusion\n")
+    assert "reached the bound" in pd.read_csv(out / "comparison.csv", index_col=0).loc["chance · temperature", "flag"]
+
+
+def test_each_reliability_diagram_is_shown_once(tmp_path) -> None:
+    X, y = overconfident(120)
+    ev = evaluate(X, y, {"temperature": ck.TemperatureScaling()}, classes=["a", "b", "c"], n_boot=10,
+                  metrics=["nll"])
+    page = (write_report(ev, tmp_path / "r") / "index.html").read_text()
+    shown = re.findall(r'<img src="([^"]+)"', page)
+    # the grid shows every calibrator's diagram; each alone is a link to its file, not a second copy
+    assert "reliability.png" in shown and not [s for s in shown if s.startswith("reliability_") and
+                                               not s.startswith("reliability_classwise_")]
+    assert '<a href="reliability_temperature.png">temperature</a>' in page
+
+
+def test_a_report_folder_holds_one_run(tmp_path) -> None:
+    ev = _at_chance_evaluation()
+    c, _, _ = two_templates()
+    folder = write_report(ev, tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # a study into the folder of an earlier run (the issue's case) is refused, and changes nothing
+    with pytest.raises(ReportFolderError, match=r"holds another run's report .*overwrite=True"):
+        write_comparison_report(c, folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # overwrite replaces the earlier report whole: none of its files is left beside the new one
+    write_report(c, folder, overwrite=True)
+    names = {p.name for p in folder.iterdir()}
+    assert "comparison.csv" in names and not names & {"metrics.csv", "metrics.md", "confusion_matrix.csv"}
+    assert not [n for n in names if n.startswith("reliability_")]
+    # a folder with anything else in it is never written into, overwrite or not
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(ReportFolderError, match="not a calibkit report's"):
+        write_report(ev, mine, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

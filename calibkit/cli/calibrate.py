@@ -8,7 +8,7 @@ import os
 
 from ..progress import say
 from .flags import names_list, report_args, seed_arg
-from .output import show_report
+from .output import report_folder, show_report, warnings_said
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate
     from ..label_scores import read_scores
     from ..names import check_calibrators
-    from ..report import slug
 
     chosen = check_calibrators(args.calibrators)
     path = args.scores
+    folder, fresh = report_folder(args.out, args.overwrite, os.path.splitext(os.path.basename(path))[0])
     f = read_scores(path, label_column=args.label_column)
     if f.labels is None:
         raise ValueError(f"{path} has no 'label' column (its columns are {[str(c) for c in f.frame.columns]}); "
@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     cals = {n: make_calibrator(n, classes, content_free=content_free) for n in chosen}
     say(f"fitting {len(cals)} calibrator(s) and bootstrapping {args.metrics.replace(',', ', ')} "
         f"(bootstrap={args.bootstrap}, metrics= to choose) ...")
-    ev = evaluate(f.scores, f.labels, cals, classes=classes, calibration_fraction=args.calibration_fraction,
-                  seed=args.seed, n_boot=args.bootstrap, metrics=names_list(args.metrics), info={"scores": path})
-    stem = os.path.splitext(os.path.basename(path))[0]
-    show_report(ev, args.out or os.path.join("reports", slug(stem)), f"calibkit calibrate: {stem}")
+    with warnings_said("calibrate"):
+        ev = evaluate(f.scores, f.labels, cals, classes=classes, calibration_fraction=args.calibration_fraction,
+                      seed=args.seed, n_boot=args.bootstrap, metrics=names_list(args.metrics), info={"scores": path})
+        stem = os.path.splitext(os.path.basename(path))[0]
+        show_report(ev, folder, fresh, f"calibkit calibrate: {stem}", overwrite=args.overwrite)
     return 0

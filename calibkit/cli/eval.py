@@ -9,7 +9,7 @@ from typing import Any
 
 from .config import KEYS, read_study_file
 from .flags import backend_args, backend_options, data_args, names_list, report_args, seed_arg, unescape, verbalizer_of
-from .output import show_report
+from .output import report_folder, show_report, warnings_said
 
 # The flags a study file may set too, and their defaults: the parser leaves a flag not
 # given as None, so that the command line wins over the file and the file over these.
@@ -96,14 +96,15 @@ def study_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import slug
     from ..study import Study
 
     options = study_options(args)
     name, out = options.pop("dataset"), options.pop("out")
     extra = {k: v for k, v in backend_options(args).items() if k not in options}
     study = Study(name, **options, **extra, cache=False if args.no_cache else None)
-    results = study.run()
+    folder, fresh = report_folder(out, args.overwrite, os.path.splitext(os.path.basename(str(name).rstrip("/")))[0])
+    with warnings_said("eval"):
+        results = study.run()
     info = results.info
     if results.single:
         print(f"{info['data']}: {info['n']} examples ({info['n_calibration']} to "
@@ -113,6 +114,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{info['data']}: {info['n']} examples ({info['n_calibration']} to calibrate, {info['n_evaluation']} "
               f"held out), {len(info['configurations'])} configuration(s) × {n_rows} calibrators (uncalibrated too); "
               f"baseline {results.baseline}")
-    out = out or os.path.join("reports", slug(os.path.basename(str(info["data"]))))
-    show_report(results, out, f"calibkit eval: {info['data']}")
+    with warnings_said("eval"):
+        show_report(results, folder, fresh, f"calibkit eval: {info['data']}", overwrite=args.overwrite)
     return 0

@@ -227,7 +227,13 @@ def report_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metrics", default=",".join(METRIC_NAMES), metavar="NAMES",
                    help=f"comma-separated metrics to compute, each with its bootstrap: {', '.join(METRIC_NAMES)} "
                         "(default: all; smooth_ece's bootstrap is the slowest)")
-    g.add_argument("--out", metavar="DIR", help="report folder (default: reports/<data set name>)")
+    g.add_argument("--out", metavar="DIR",
+                   help="report folder, which holds this run alone: one holding another run's report is refused "
+                        "before anything is scored, unless --overwrite (default: a fresh folder per run, "
+                        "reports/<data set name>/<date>-<time>, with reports/<data set name>/latest pointing at "
+                        "the newest)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the report in --out (only a calibkit report's files are ever removed)")
 
 
 def names_list(text: str | None) -> list[str] | None:

@@ -432,10 +432,16 @@ def read_file(
         sep = "\t" if fmt == "tsv" or Path(path).suffix.lower() == ".tsv" else ","
         try:
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise _error(path, None, "the file is empty: no header and no rows",
+                         "give a file with a header line naming the columns and a row per example") from None
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise _error(path, None, f"not a well-formed {'TSV' if sep == chr(9) else 'CSV'} file ({e})",
                          "quote cells that contain the separator or line breaks") from None
         lines = csv_row_lines(path, len(frame), sep)
+    if not len(frame):
+        what = "the file is empty" if fmt == "jsonl" else f"only a header ({', '.join(map(str, frame.columns))})"
+        raise _error(path, None, f"no rows: {what}", "give a row per example")
     columns = list(frame.columns)
     if text_column is None and template is not None:
         text_column = (template if isinstance(template, PromptTemplate) else PromptTemplate(template)).fields

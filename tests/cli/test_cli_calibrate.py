@@ -89,3 +89,43 @@ def test_calibrate_says_how_to_make_a_scores_file(capsys, tmp_path) -> None:
     write_scores(no_cf, LabelScores.from_logprobs(np.log([[0.3, 0.7]] * 4), ["a", "b"]),
                  pd.DataFrame({"label": ["a", "b", "b", "a"]}))
     assert "content-free" in one_line_error(capsys, ["calibrate", str(no_cf), "--calibrators", "contextual"])
+
+
+def _synthetic_scores_file(tmp_path) -> str:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=80)
+    s = LabelScores.from_logprobs(np.log(np.full((80, 2), 0.2) + 0.6 * np.eye(2)[y]) + rng.normal(size=(80, 2)),
+                                  ["neg", "pos"])
+    path = tmp_path / "s.csv"
+    write_scores(path, s, pd.DataFrame({"text": [f"t{i}" for i in range(80)], "label": np.array(["neg", "pos"])[y]}))
+    return str(path)
+
+
+def test_each_run_writes_a_fresh_folder_and_one_into_another_runs_out_is_refused(capsys, tmp_path, monkeypatch) -> None:
+    scores = _synthetic_scores_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    flags = ["--calibrators", "temperature", "--bootstrap", "20"]
+    # without --out: a folder per run under reports/<name>/, and latest points at the newest
+    shown = []
+    for _ in range(2):
+        assert cli.main(["calibrate", scores, *flags]) == 0
+        shown.append(capsys.readouterr().out.split("report: ")[1].strip())
+    first, second = (tmp_path / s for s in shown)
+    assert first.parent != second.parent and first.parent.parent == second.parent.parent == tmp_path / "reports" / "s"
+    assert first.is_file() and second.is_file()
+    assert (tmp_path / "reports" / "s" / "latest").resolve() == second.parent.resolve()
+    # --out names one run's folder: a second run into it stops with one line naming --overwrite
+    assert cli.main(["calibrate", scores, *flags, "--out", "mine"]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()}
+    assert one_line_error(capsys, ["calibrate", scores, *flags, "--out", "mine"]) == (
+        "calibkit calibrate: --out mine holds another run's report (confusion_matrix.csv, evaluation.json, "
+        "index.html, metrics.csv, ...); a report folder holds one run: pass --overwrite to replace it, or give "
+        "another --out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()} == before
+    assert cli.main(["calibrate", scores, *flags, "--out", "mine", "--overwrite"]) == 0
+    # a folder holding anything else is never written into
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert "holds files that are not a calibkit report's (todo.txt)" in one_line_error(
+        capsys, ["calibrate", scores, *flags, "--out", "notes", "--overwrite"])

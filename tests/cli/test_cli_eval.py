@@ -10,7 +10,7 @@ import pytest
 
 from calibkit import cli
 
-from cli_tools import SST2_DEV, TEMPLATE_A, TEMPLATE_B, run
+from cli_tools import SST2_DEV, TEMPLATE_A, TEMPLATE_B, one_line_error, run
 
 
 def test_eval_writes_the_report_folder(tmp_path) -> None:
@@ -107,3 +107,37 @@ def test_baseline_or_alpha_make_the_comparison_report_for_one_configuration(caps
     assert list(table["calibrator"]) == ["uncalibrated", "temperature", "batch"]
     assert table.loc["t1 · v1 · fake-model · temperature", "diff_accuracy"] == 0
     assert "baseline t1 · v1 · fake-model · temperature" in capsys.readouterr().out
+
+
+def test_a_study_into_the_folder_of_an_earlier_run_stops_before_scoring(capsys, tmp_path, fake_models) -> None:
+    out = str(tmp_path / "reports")
+    assert cli.main(["eval", "sentiment", "--limit", "40", "--bootstrap", "20", "--out", out]) == 0
+    capsys.readouterr()
+    asked = len(fake_models)
+    line = one_line_error(capsys, ["eval", "sentiment", "--limit", "40", "--template", TEMPLATE_A, "--template",
+                                   TEMPLATE_B, "--bootstrap", "20", "--out", out])
+    assert line.startswith(f"calibkit eval: --out {out} holds another run's report (") and "--overwrite" in line
+    assert len(fake_models) == asked  # nothing was scored
+    assert not (tmp_path / "reports" / "comparison.csv").exists()
+
+
+def test_a_users_csv_says_the_template_and_forms_chosen_before_scoring_and_warns_of_their_mass(tmp_path) -> None:
+    data = tmp_path / "reviews.csv"
+    rows = [("A wonderful film.", "five_stars"), ("A boring mess.", "one_star"), ("Loved it.", "five_stars"),
+            ("Awful.", "one_star"), ("Great fun.", "five_stars"), ("Dull and long.", "one_star")] * 4
+    data.write_text("review,stars_label\n" + "".join(f"{t},{s}\n" for t, s in rows))
+    r = run("eval", str(data), "--text-column", "review", "--label-column", "stars_label", "--calibrators",
+            "temperature", "--bootstrap", "20", "--out", str(tmp_path / "report"))
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    said_template = err.index(
+        "calibkit: template 'Review: {review}\\nAnswer:': calibkit's default for this data, as none was given "
+        "(--template to give another)")
+    said_forms = err.index("calibkit: label forms 'five_stars': ' five_stars'; 'one_star': ' one_star': calibkit's "
+                           "default for this data, as none was given (--verbalizer to give others; calibkit forms "
+                           "searches for better ones)")
+    assert said_template < said_forms < err.index("calibkit: scoring 24 examples")
+    warned = [line for line in err.splitlines() if line.startswith("calibkit eval: warning: ")]
+    assert len(warned) == 1 and "median label mass" in warned[0] and "calibkit forms" in warned[0], err
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "median label mass" in page[page.index("Warnings raised during the run"):page.index("<h2>Metrics")]
