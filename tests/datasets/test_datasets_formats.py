@@ -297,3 +297,16 @@ def test_missing_option_is_checked_and_all_missing_is_not_dropped_to_nothing(tmp
     q = write(tmp_path, "e.csv", "text,label\n,x\n ,y\n")
     with pytest.raises(MissingValuesError, match=r"lines 2, 3: empty 'text' \(2 of 2 rows\); every row lacks"):
         load_dataset(q, missing="drop")
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("empty.csv", "", "the file is empty: no header and no rows; give a file with a header line"),
+    ("header.csv", "review,stars\n", "no rows: only a header (review, stars); give a row per example"),
+    ("empty.jsonl", "", "no rows: the file is empty; give a row per example"),
+])
+def test_a_file_with_no_rows_says_so_naming_the_file(tmp_path, name, text, problem) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DatasetFormatError) as info:
+        read_file(path, text_column="review", label_column="stars")
+    assert str(info.value).startswith(f"{path}: {problem}")
