@@ -49,9 +49,9 @@ class ReliabilityData:
     for an empty bin): ``edges`` (B + 1), ``counts``, ``accuracy`` (share of
     correct arg-max predictions), ``confidence`` (mean top probability),
     ``low``/``high`` (the ``level`` interval of the accuracy, by ``interval``).
-    The smooth curve: accuracy ``smooth_accuracy`` and density
-    ``smooth_density`` at ``smooth_x``, the kernel smoothing behind smooth ECE
-    with bandwidth ``sigma``. ``label`` is None for a top-label diagram; for a
+    The smooth curve: accuracy ``smooth_accuracy`` (clipped to [0, 1]) and
+    density ``smooth_density`` at ``smooth_x``, the kernel smoothing behind
+    smooth ECE with bandwidth ``sigma``. ``label`` is None for a top-label diagram; for a
     one-vs-rest diagram it is the class, the confidence is that class's
     probability and the accuracy the share of examples of that class.
     """
@@ -212,7 +212,8 @@ def _reliability(
         interval=interval,
         level=level,
         smooth_x=t,
-        smooth_accuracy=t - resid,
+        # the kernel estimate can leave [0, 1] near the ends and where data is sparse; an accuracy cannot
+        smooth_accuracy=np.clip(t - resid, 0.0, 1.0),
         smooth_density=density,
         label=label,
     )

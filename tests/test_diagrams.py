@@ -151,3 +151,34 @@ def test_classwise_plot_has_a_panel_per_class(tmp_path):
     with pytest.raises(ValueError, match="classwise_reliability_data"):
         plot_classwise_reliability([0, 1])
     plt.close("all")
+
+
+# -- plots past ten rows (issue 22, item 7): a study's 16 rows, templates × models × calibrators --------------
+@pytest.fixture
+def plt():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+@pytest.mark.parametrize("case", ["sure and right", "rare class"])
+def test_smoothed_curve_stays_in_zero_one(plt, case):
+    rng = np.random.default_rng(6)
+    if case == "sure and right":  # top-label: the kernel estimate runs past 1 at confidence 1
+        conf = rng.uniform(0.9, 1.0, 500)
+        data = reliability_data(np.zeros(500, int), np.stack([conf, 1 - conf], 1))
+    else:  # one-vs-rest for a class almost never predicted nor true: it runs below 0 at probability 0
+        y, p = sample(800, k=3, seed=7)
+        p = np.c_[p, rng.uniform(0, 0.04, 800)]
+        p /= p.sum(1, keepdims=True)
+        data = classwise_reliability_data(y, p)[3]
+    ax = plot_reliability(data)
+    smooth = [line for line in ax.get_lines() if line.get_label().startswith("smoothed")]
+    assert len(smooth) == 1
+    shown = np.asarray(smooth[0].get_ydata(), float)
+    shown = shown[np.isfinite(shown)]
+    assert len(shown) > 10 and shown.min() >= 0 and shown.max() <= 1
+    assert data.smooth_accuracy.min() >= 0 and data.smooth_accuracy.max() <= 1
