@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,28 @@ def test_the_statistics_half_imports_nothing_of_the_model_half() -> None:
     loaded = json.loads(out.splitlines()[-1])
     model_half = ("calibkit.backends", "calibkit.scoring", "calibkit.templates", "calibkit.api", "calibkit.cache")
     assert not [m for m in loaded if m.startswith(model_half)], loaded
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_calibkit_version_is_pyprojects_and_newer_than_the_readmes_older_versions() -> None:
+    from packaging.version import Version
+
+    wanted = _pyproject()["project"]["version"]
+    script = Path(sys.executable).with_name("calibkit")  # the command a user types, as pip installed it
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "calibkit.cli"]
+    out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, check=True).stdout.split()
+    # the installed metadata: a stale egg-info/dist-info (pyproject bumped, pip install -e . not rerun) fails here
+    assert out == ["calibkit", wanted], f"calibkit --version says {out}; pyproject.toml says {wanted}"
+    older = re.findall(r"calibkit (\d+(?:\.\d+)+)", (ROOT / "README.md").read_text())
+    assert older, "the README names no older version of calibkit"
+    assert all(Version(v) < Version(wanted) for v in older), (older, wanted)
