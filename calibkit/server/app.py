@@ -14,7 +14,9 @@ dropped and a running one is stopped at its next token (for a model whose
 ``complete`` takes ``cancel=``, a :class:`threading.Event`). A response names the
 model behind the served name (``"model": "google/gemma-3-270m"`` for a request to
 "llama-8b"), as the ACS API answers "llama-8b" with "meta-llama/Llama-3.1-8B";
-``GET /v1/models`` lists the served names, each with its ``root``.
+``GET /v1/models`` lists the served names, each with its ``root`` (the model's own name),
+the ``weights`` that answer (a GGUF file's name, a checkpoint folder's or a hub name) and
+the ``backend`` running them.
 
 Example
 -------
@@ -332,9 +334,11 @@ def create_app(
     @_guarded
     async def list_models(request: Request) -> Response:
         await authorize(request)
+        # root: the model's own name (the served name may be an alias); the weights behind it
+        # and the backend running them where the model says (LocalCompletions.weights).
         data = [
             {"id": name, "object": "model", "created": started, "owned_by": "calibkit",
-             "root": str(getattr(m, "name", name))}
+             "root": str(getattr(m, "name", name)), **getattr(m, "weights", {})}
             for name, m in models.items()
         ]
         return _json({"object": "list", "data": data})

@@ -97,6 +97,19 @@ class LocalCompletions:
         return self.model.name
 
     @property
+    def weights(self) -> dict[str, str]:
+        """Which weights answer, as ``GET /v1/models`` lists them: ``backend`` ("llama.cpp" or
+        "transformers") and ``weights`` (the GGUF file's name, the checkpoint folder's, or the
+        hub name), known without loading the model.
+
+        >>> LocalCompletions(LocalModel(cache=False)).weights                  # doctest: +SKIP
+        {'backend': 'llama.cpp', 'weights': 'gemma-3-270m-q4_k_m.gguf'}
+        """
+        ident = self.model.identity
+        return {"backend": str(ident["backend"]),
+                "weights": str(ident.get("file") or ident.get("source") or self.name)}
+
+    @property
     def engine(self) -> DecodeEngine:
         """The decode interface requests run on: the llama.cpp Engine itself, or the
         :meth:`~calibkit.backends.transformers.engine.Engine.decoder` of a transformers one."""

@@ -195,8 +195,17 @@ def openapi_schema(
             "data": {"type": "array", "items": {
                 "type": "object",
                 "required": ["id", "object", "owned_by"],
-                "properties": {"id": text, "object": {"type": "string", "enum": ["model"]},
-                               "created": {"type": "integer"}, "owned_by": text, "root": text},
+                "properties": {
+                    "id": {"type": "string", "description": "the served name, the model field of a request"},
+                    "object": {"type": "string", "enum": ["model"]},
+                    "created": {"type": "integer"}, "owned_by": text,
+                    "root": {"type": "string", "description": "the model's own name; id may be an alias of it"},
+                    "weights": {"type": "string",
+                                "description": "the weights that answer: a GGUF file's name, a checkpoint "
+                                               "folder's, or a hub name"},
+                    "backend": {"type": "string", "enum": ["llama.cpp", "transformers"],
+                                "description": "what runs the weights"},
+                },
             }},
         },
     }

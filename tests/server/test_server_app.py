@@ -742,6 +742,25 @@ def test_openai_package_errors_streams_and_echo(served):
 
 
 @pytest.mark.model
+def test_the_model_list_says_which_weights_answer_an_alias(served):
+    import jsonschema
+    import openai
+
+    body = httpx.get(f"{served.base}/models", headers=served.auth(served.key), timeout=60).json()
+    (entry,) = body["data"]
+    assert entry["id"] == "llama-8b" and entry["root"] == "google/gemma-3-270m"
+    assert entry["weights"] == "gemma-3-270m-q4_k_m.gguf" and entry["backend"] == "llama.cpp"
+    # The server's own OpenAPI document (what schemathesis checks against) states every field it sends.
+    doc = httpx.get(served.base.removesuffix("/v1") + "/openapi.json", timeout=60).json()
+    listed = doc["components"]["schemas"]["ModelList"]
+    jsonschema.validate(body, listed)
+    assert set(entry) <= set(listed["properties"]["data"]["items"]["properties"])
+    # and the openai package reads the list, the extra fields kept
+    (model,) = openai.OpenAI(base_url=served.base, api_key=served.key, max_retries=0).models.list()
+    assert model.id == "llama-8b" and model.model_extra["weights"] == "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.mark.model
 def test_greedy_logprobs_are_the_embedded_models(served, local_model):
     prompt = "The capital of France is"
     r = served.post({"model": "llama-8b", "prompt": prompt, "max_tokens": 1, "logprobs": 20, "temperature": 0},
