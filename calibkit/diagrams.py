@@ -35,7 +35,7 @@ from .smoothing import smooth_ece_at, smooth_ece_bandwidth, smooth_residual
 
 __all__ = [
     "ReliabilityData", "reliability_data", "classwise_reliability_data", "proportion_interval", "plot_reliability",
-    "plot_reliability_grid", "plot_classwise_reliability", "plot_risk_coverage", "pyplot",
+    "plot_reliability_grid", "plot_classwise_reliability", "plot_risk_coverage", "wrap_title", "pyplot",
 ]
 
 INTERVALS = ("wilson", "clopper-pearson")
@@ -381,6 +381,31 @@ def plot_risk_coverage(curves: Mapping[str, Any], *, ax: Any = None, title: str 
     return ax
 
 
+def wrap_title(name: str, width: int = 40) -> str:
+    """``name`` over lines of at most ``width`` characters, broken after a ' · ' where it can be.
+
+    A study's row names join template, verbalizer, model and calibrator with
+    ' · '; a part longer than a line is broken by :func:`textwrap.wrap`.
+
+    >>> print(wrap_title("t1 · v1 · gemma-3-270m · contextual+temperature", 24))
+    t1 · v1 · gemma-3-270m ·
+    contextual+temperature
+    >>> wrap_title("uncalibrated")
+    'uncalibrated'
+    """
+    import textwrap
+
+    lines: list[str] = []
+    for part in name.split(" · "):
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+            continue
+        if lines:
+            lines[-1] += " ·"
+        lines.extend(textwrap.wrap(part, width) or [part])
+    return "\n".join(lines)
+
+
 def _panel_grid(panels: Mapping[str, ReliabilityData], ncols: int | None):
     """A figure with one reliability diagram (and histogram beneath) per entry, ``ncols`` a row."""
     plt = pyplot()
@@ -391,7 +416,9 @@ def _panel_grid(panels: Mapping[str, ReliabilityData], ncols: int | None):
                         height_ratios=[3, 1] * nrows)
     cells = [(axes[2 * r, c], axes[2 * r + 1, c]) for r in range(nrows) for c in range(ncols)]
     for (ax, hist_ax), (name, data) in zip(cells, panels.items()):
-        plot_reliability(data, ax=ax, hist_ax=hist_ax, title=name)
+        plot_reliability(data, ax=ax, hist_ax=hist_ax)
+        # wrapped and smaller than a lone diagram's, so long row names stay over their own panel
+        ax.set_title(wrap_title(name), fontsize=9)
     for ax, hist_ax in cells[len(panels):]:
         ax.set_visible(False)
         hist_ax.set_visible(False)

@@ -154,6 +154,22 @@ def test_classwise_plot_has_a_panel_per_class(tmp_path):
 
 
 # -- plots past ten rows (issue 22, item 7): a study's 16 rows, templates × models × calibrators --------------
+CALIBRATORS = ["uncalibrated", "temperature", "contextual", "contextual+temperature"]
+ROWS = [f"t{t} · v1 · {m} · {c}" for t in (1, 2) for m in ("gemma-3-270m", "SmolLM2-360M-Instruct")
+        for c in CALIBRATORS]
+
+
+def sixteen_rows(n=600):
+    """Sixteen rows of probabilities on the same labels, each sharper or flatter than the last."""
+    y, p = sample(n, k=3, seed=4)
+    rng = np.random.default_rng(5)
+    probs = {}
+    for i, name in enumerate(ROWS):
+        z = np.log(p) * (0.4 + 0.1 * i) + rng.normal(scale=0.3, size=p.shape)
+        probs[name] = np.exp(z - np.logaddexp.reduce(z, axis=1, keepdims=True))
+    return y, probs
+
+
 @pytest.fixture
 def plt():
     matplotlib = pytest.importorskip("matplotlib")
@@ -162,6 +178,20 @@ def plt():
 
     yield plt
     plt.close("all")
+
+
+def test_grid_titles_of_sixteen_long_row_names_do_not_collide(plt):
+    y, probs = sixteen_rows(300)
+    fig = plot_reliability_grid(y, probs, ncols=4)
+    fig.canvas.draw()
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title().replace("\n", " ") for ax in shown] == ROWS  # wrapped after a ' · ', nothing lost
+    boxes = [ax.title.get_window_extent() for ax in shown]
+    assert not [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
+    assert all(fig.bbox.contains(a.x0, a.y0) and fig.bbox.contains(a.x1, a.y1) for a in boxes)
+    others = [ax.get_window_extent() for ax in fig.axes if ax.get_visible()]
+    for ax, box in zip(shown, boxes):
+        assert not any(box.overlaps(o) for o in others)  # nor over a panel or a histogram
 
 
 @pytest.mark.parametrize("case", ["sure and right", "rare class"])
