@@ -35,7 +35,8 @@ from .smoothing import smooth_ece_at, smooth_ece_bandwidth, smooth_residual
 
 __all__ = [
     "ReliabilityData", "reliability_data", "classwise_reliability_data", "proportion_interval", "plot_reliability",
-    "plot_reliability_grid", "plot_classwise_reliability", "plot_risk_coverage", "wrap_title", "pyplot",
+    "plot_reliability_grid", "plot_classwise_reliability", "plot_risk_coverage", "equal_curves", "row_styles",
+    "wrap_title", "pyplot",
 ]
 
 INTERVALS = ("wilson", "clopper-pearson")
@@ -356,12 +357,27 @@ def plot_risk_coverage(curves: Mapping[str, Any], *, ax: Any = None, title: str 
     data; this only draws it): the error rate among the accepted examples against the
     share accepted, the surest first. Lower is better; the area under each is its AURC.
 
+    Made to stay readable with many rows: each curve has its own colour and line
+    style (:func:`row_styles`); the legend stands right of the axes and the figure
+    grows by its size (the axes keep theirs); a curve equal to an earlier one (e.g.
+    a calibrator that keeps the ranking of the confidences) is drawn with markers,
+    so it does not hide under the other, and its legend entry names that one. The
+    y-axis runs from 0 to the highest risk of any curve on the axes (the first,
+    noisy steps at small coverage included), rounded up to a tenth: no curve is
+    cut, 1 is shown when a curve comes near it, and the curves keep the height
+    to be told apart when all risks are low. Drawn again on the same ``ax``, the
+    new curves take the next styles and the range and legend cover all of them.
+
     >>> import matplotlib
     >>> matplotlib.use("Agg")
     >>> from calibkit.selective import risk_coverage
     >>> ax = plot_risk_coverage({"a": risk_coverage([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])})
     >>> ax.get_xlabel(), [t.get_text() for t in ax.get_legend().get_texts()]
     ('coverage (share of examples answered)', ['a'])
+    >>> c = risk_coverage([0, 1], [[0.9, 0.1], [0.4, 0.6]])
+    >>> ax = plot_risk_coverage({"x": c, "y": c})
+    >>> [t.get_text() for t in ax.get_legend().get_texts()]
+    ['x', 'y\\n(same curve as x)']
     """
     if not curves:
         raise ValueError("curves is empty; map each name to selective.risk_coverage(y, p).")
@@ -369,16 +385,115 @@ def plot_risk_coverage(curves: Mapping[str, Any], *, ax: Any = None, title: str 
     if ax is None:
         fig = plt.figure(figsize=(6.4, 4.4), layout="constrained")
         ax = fig.subplots()
-    for name, c in curves.items():
+    same = equal_curves(curves)
+    repeats = 0
+    drawn = len(ax.get_lines())
+    for (name, c), style in zip(curves.items(), row_styles(drawn + len(curves))[drawn:]):
+        label, marks = name, {}
+        if name in same:
+            label = f"{name}\n(same curve as {same[name]})"
+            # markers at staggered places along the line show it above the equal one it covers
+            marks = {"marker": _REPEAT_MARKERS[repeats % len(_REPEAT_MARKERS)], "ms": 4.5, "mfc": "none",
+                     "markevery": (0.02 + 0.023 * (repeats % 4), 0.1)}
+            repeats += 1
         # a step curve: the risk at coverage c holds from the previous point's coverage up to c
-        ax.step(np.r_[0.0, c.coverage], np.r_[c.risk[:1], c.risk], where="pre", lw=1.4, label=name)
-    ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage (share of examples answered)",
+        ax.step(np.r_[0.0, c.coverage], np.r_[c.risk[:1], c.risk], where="pre", lw=1.4, label=label,
+                **style, **marks)
+    top = min(1.0, max(0.1, np.ceil(ax.dataLim.ymax * 10 - 1e-9) / 10))
+    # a little past 0 and the top, so stretches at risk 0 or at the top do not hide under the frame
+    ax.set(xlim=(0, 1), ylim=(-0.02 * top, 1.02 * top), xlabel="coverage (share of examples answered)",
            ylabel="risk (error rate among the answered)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.85)
     if title:
         ax.set_title(title)
+    _legend_outside(ax)
     return ax
+
+
+def equal_curves(curves: Mapping[str, Any]) -> dict[str, str]:
+    """Each name whose risk-coverage curve equals an earlier one's, mapped to the first name with it.
+
+    Equal means the same coverages and risks, as two rows with the same
+    probabilities give (or, on two classes, any calibrator that keeps the order
+    of the confidences); such curves would draw on top of each other.
+
+    >>> from calibkit.selective import risk_coverage
+    >>> y, p = [0, 1, 1], np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    >>> equal_curves({"a": risk_coverage(y, p), "b": risk_coverage(y, p[:, ::-1]), "c": risk_coverage(y, p)})
+    {'c': 'a'}
+    """
+    firsts: list[tuple[str, Any]] = []
+    same: dict[str, str] = {}
+    for name, c in curves.items():
+        for first, f in firsts:
+            if np.array_equal(f.coverage, c.coverage) and np.array_equal(f.risk, c.risk):
+                same[name] = first
+                break
+        else:
+            firsts.append((name, c))
+    return same
+
+
+LINE_STYLES = ("-", "--", "-.", ":")
+_REPEAT_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def row_styles(n: int) -> list[dict[str, Any]]:
+    """A colour and a line style for each of ``n`` curves; no two of the first 80 share both.
+
+    Colours from matplotlib's 20-colour qualitative map tab20, its ten dark
+    shades first (tab10's colours, for the first ten), then the light ones;
+    line styles (:data:`LINE_STYLES`) in turn, so neighbouring rows differ in
+    both, and the 21st curve's style differs from the first's.
+
+    >>> styles = row_styles(16)
+    >>> len({(s["color"], s["linestyle"]) for s in styles}), len({s["color"] for s in styles})
+    (16, 16)
+    >>> [s["linestyle"] for s in styles[:5]]
+    ['-', '--', '-.', ':', '-']
+    """
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    colours = tab20[0::2] + tab20[1::2]
+    return [{"color": colours[i % 20], "linestyle": LINE_STYLES[(i + i // 20) % len(LINE_STYLES)]}
+            for i in range(n)]
+
+
+def _legend_outside(ax: Any, pad: float = 0.15) -> Any:
+    """Put ``ax``'s legend right of it, in as many columns as its height needs, and grow the figure by its size.
+
+    The axes keep their size in inches: under a layout engine the engine
+    places them again; without one, every axes of the figure is moved so that
+    it keeps its place and size. Called again for the same axes, the figure
+    grows only by what the new legend needs beyond the room made before.
+    """
+    fig = ax.figure
+    n = len(ax.get_legend_handles_labels()[1])
+    fig.draw_without_rendering()  # lays the figure out, so the axes' size is the one it is drawn at
+    renderer = fig.canvas.get_renderer()
+    axes_height = ax.get_window_extent(renderer).height
+    ncols = 1
+    while True:
+        legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                           framealpha=0.85, ncols=ncols)
+        box = legend.get_window_extent(renderer)
+        if box.height <= axes_height or ncols >= n:
+            break
+        ncols += 1
+    width, height = fig.get_size_inches()
+    made_w, made_h = getattr(ax, "_calibkit_legend_room", (0.0, 0.0))
+    need_w, need_h = box.width / fig.dpi + pad, max(0.0, (box.height - axes_height) / fig.dpi)
+    ax._calibkit_legend_room = (max(made_w, need_w), max(made_h, need_h))
+    extra_w, extra_h = max(0.0, need_w - made_w), max(0.0, need_h - made_h)
+    if fig.get_layout_engine() is None:
+        # figure-fraction positions: rescale them so every axes keeps its inches, room opening right and below
+        sx, sy = width / (width + extra_w), height / (height + extra_h)
+        for a in fig.axes:
+            x0, y0, w, h = a.get_position().bounds
+            a.set_position([x0 * sx, 1 - (1 - y0) * sy, w * sx, h * sy])
+    fig.set_size_inches(width + extra_w, height + extra_h)
+    return legend
 
 
 def wrap_title(name: str, width: int = 40) -> str:

@@ -170,6 +170,14 @@ def sixteen_rows(n=600):
     return y, probs
 
 
+def risk_coverage_plot(probs, y, ax=None):
+    from calibkit.diagrams import plot_risk_coverage
+    from calibkit.selective import risk_coverage
+
+    curves = {name: risk_coverage(y, p) for name, p in probs.items()}
+    return plot_risk_coverage(curves, ax=ax), curves
+
+
 @pytest.fixture
 def plt():
     matplotlib = pytest.importorskip("matplotlib")
@@ -178,6 +186,72 @@ def plt():
 
     yield plt
     plt.close("all")
+
+
+def test_risk_coverage_gives_sixteen_rows_sixteen_colour_and_style_pairs(plt):
+    from matplotlib.colors import to_hex
+
+    y, probs = sixteen_rows()
+    ax, _ = risk_coverage_plot(probs, y)
+    lines = ax.get_lines()
+    assert len(lines) == 16
+    assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in lines}) == 16
+    assert len({to_hex(line.get_color()) for line in lines}) == 16  # no colour comes round again
+
+
+@pytest.mark.parametrize("layout", ["constrained", None])
+def test_risk_coverage_legend_stands_outside_the_axes_and_the_figure_grows(plt, layout):
+    y, probs = sixteen_rows()
+    fig = plt.figure(figsize=(8, 5), layout=layout)  # as the comparison report makes it
+    ax, _ = risk_coverage_plot(probs, y, ax=fig.subplots())
+    fig.canvas.draw()
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert not legend.overlaps(axes)
+    assert legend.x0 > axes.x1
+    assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+    assert fig.get_size_inches()[0] > 8
+    assert axes.width > 0.5 * 8 * fig.dpi  # the curves keep most of the room they had
+
+
+def test_risk_coverage_y_axis_holds_every_curve_whole(plt):
+    # right and wrong by turns from the surest down: every risk is at most 0.5
+    conf = np.linspace(0.95, 0.55, 100)
+    p = np.stack([conf, 1 - conf], 1)
+    p[1::2] = p[1::2, ::-1]
+    y = np.zeros(100, int)
+    ax, curves = risk_coverage_plot({name: p for name in ROWS[:3]}, y)
+    assert max(c.risk.max() for c in curves.values()) == 0.5
+    first_low, high = ax.get_ylim()
+    assert 0.5 <= high <= 0.6 * 1.02  # no empty room above
+    # rows added to the same axes whose surest answers are wrong: risk 1 at the start; the old axis stayed at 0.5
+    worse = {name: p[:, ::-1] for name in ROWS[3:6]}
+    ax, more = risk_coverage_plot(worse, y, ax=ax)
+    assert max(c.risk.max() for c in more.values()) == 1
+    low, high = ax.get_ylim()
+    assert high >= 1
+    assert first_low < 0 and low < 0  # stretches at risk 0 clear the frame
+    assert len(ax.get_lines()) == 6 and len(ax.get_legend().get_texts()) == 6
+    assert len({(str(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}) == 6
+
+
+def test_risk_coverage_says_which_curves_are_equal_and_shows_both(plt):
+    from matplotlib.colors import to_hex
+
+    y, probs = sixteen_rows()
+    probs[ROWS[1]] = probs[ROWS[0]]  # temperature changed nothing: the same probabilities
+    probs[ROWS[7]] = probs[ROWS[4]].copy()  # equal, not the same array
+    ax, _ = risk_coverage_plot(probs, y)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[1] == f"{ROWS[1]}\n(same curve as {ROWS[0]})"
+    assert texts[7] == f"{ROWS[7]}\n(same curve as {ROWS[4]})"
+    assert [t for t in texts if "same curve" in t] == [texts[1], texts[7]]
+    lines = ax.get_lines()
+    for a, b in [(0, 1), (4, 7)]:
+        assert np.array_equal(lines[a].get_ydata(), lines[b].get_ydata())
+        assert (to_hex(lines[a].get_color()), lines[a].get_linestyle()) != (
+            to_hex(lines[b].get_color()), lines[b].get_linestyle())
+        assert lines[b].get_marker() not in ("None", "", None)  # markers show it over the line it equals
+    assert lines[0].get_marker() in ("None", "", None)
 
 
 def test_grid_titles_of_sixteen_long_row_names_do_not_collide(plt):
