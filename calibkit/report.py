@@ -379,7 +379,7 @@ def write_comparison_report(
         describe(bar, "drawing risk_coverage.png")
         curves = {f"{marked(row, flags)} (AURC {a:.3f})": risk_coverage(cmp.y, cmp.probs[row])
                   for row, a in zip(cmp.table.index, cmp.table["aurc"])}
-        fig = plt.figure(figsize=(8, 5), layout="constrained")
+        fig = plt.figure(figsize=(6.5, 5), layout="constrained")  # the legend, outside, widens it
         plot_risk_coverage(curves, ax=fig.subplots())
         fig.savefig(out / "risk_coverage.png", dpi=110)
         plt.close(fig)

@@ -156,7 +156,9 @@ def test_notebook_defines_ece_where_it_first_appears_and_ends_with_findings(name
 # -- run again, on small subsets -----------------------------------------------------------------
 _ECE_CHECK = '''
 import json as _json, re as _re
-_plot = {ax.get_title(): float(_re.search(r"ECE (\\d+\\.\\d+)", t.get_text()).group(1))
+# a panel's title is its row's name, wrapped over lines, marked ⚠ when the row is flagged
+_plot = {" ".join(ax.get_title().split()).removesuffix(" ⚠"):
+         float(_re.search(r"ECE (\\d+\\.\\d+)", t.get_text()).group(1))
          for ax in fig.axes for t in ax.texts if t.get_text().startswith("ECE")}
 _table = {str(k): float(str(v).split()[0]) for k, v in table["ECE"].items()}
 print("ECE CHECK " + _json.dumps({"plot": _plot, "table": _table}))

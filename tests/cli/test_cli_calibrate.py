@@ -76,7 +76,7 @@ def test_metrics_choose_the_report_columns_and_bootstraps(capsys, tmp_path) -> N
                      "--bootstrap", "20", "--out", str(out)]) == 0
     assert "bootstrapping ece, accuracy (--bootstrap 20" in capsys.readouterr().err
     columns = pd.read_csv(out / "metrics.csv", index_col=0).columns
-    assert sorted(columns) == ["accuracy", "accuracy_high", "accuracy_low", "ece", "ece_high", "ece_low"]
+    assert sorted(columns) == ["accuracy", "accuracy_high", "accuracy_low", "ece", "ece_high", "ece_low", "flag"]
 
 
 def test_calibrate_says_how_to_make_a_scores_file(capsys, tmp_path) -> None:
