@@ -45,16 +45,48 @@ def local_model(session_cache):
 
 
 @pytest.fixture(scope="session")
-def hf_model(session_cache):
-    """The bundled GGUF under transformers, dequantized to float32 (converted once per session, into
-    the models folder every test shares: a TransformersModel() made in a test loads the same one)."""
+def hf_model_load(session_cache):
+    """The bundled GGUF under transformers, loaded now, with what its load said: ``.model``, ``.steps``
+    (the messages of the ``calibkit.steps`` logger during the load) and ``.converted`` (whether this
+    load converted the GGUF, i.e. no earlier test of the session had). The session's one conversion
+    happens here, so its steps are checked without a second one."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from calibkit import TransformersModel
+    import logging
+    from types import SimpleNamespace
 
+    from calibkit import TransformersModel
+    from calibkit.backends.transformers import converted_gguf_folder
+    from calibkit.progress import STEPS
+
+    class Kept(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    kept, level = Kept(), STEPS.level
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
-        return TransformersModel(cache=False, progress=False)
+        model = TransformersModel(cache=False, progress=False)
+        converted_before = (converted_gguf_folder(model.source) / ".converted").is_file()
+        STEPS.addHandler(kept)
+        STEPS.setLevel(logging.INFO)
+        try:
+            model.engine
+        finally:
+            STEPS.removeHandler(kept)
+            STEPS.setLevel(level)
+    return SimpleNamespace(model=model, steps=kept.messages, converted=not converted_before)
+
+
+@pytest.fixture(scope="session")
+def hf_model(hf_model_load):
+    """The bundled GGUF under transformers, dequantized to float32 (converted once per session, into
+    the models folder every test shares: a TransformersModel() made in a test loads the same one)."""
+    return hf_model_load.model
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,10 @@ class TransformersModel(SharedOnCopy, VocabularyBackend):
     trust_remote_code : passed to transformers for checkpoints that ship their own code.
     cache : a :class:`~calibkit.cache.ResponseCache`, a path, True/None for the
         default file, False for none.
-    progress : False keeps the one-time GGUF conversion quiet.
+    progress : the bar of assembling the bundled GGUF (:func:`calibkit.progress.progress_bar`'s
+        rule). The one-time GGUF conversion says what it does, and each part as it starts,
+        on the ``calibkit.steps`` logger (:func:`calibkit.progress.say`), which the command
+        line prints.
 
     The model loads on first use, once per process and settings: copies, sklearn
     clones and unpickled objects share it, and pickling one sends only its recipe.
@@ -140,7 +143,7 @@ class TransformersModel(SharedOnCopy, VocabularyBackend):
         if device == "auto":
             torch, _ = import_torch_transformers()
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return engine_for(LoadKey(self.source, device, self._dtype, self.trust_remote_code), self.progress)
+        return engine_for(LoadKey(self.source, device, self._dtype, self.trust_remote_code))
 
     @property
     def _dtype(self) -> str:

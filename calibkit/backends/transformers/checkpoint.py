@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ...cache import default_cache_path
+from ...progress import say
 
-__all__ = ["check_hub_reachable", "checkpoint_source", "converted_gguf_folder", "hub_error", "import_torch_transformers",
-           "keep_converted"]
+__all__ = ["check_hub_reachable", "checkpoint_source", "conversion_message", "converted_gguf_folder", "hub_error",
+           "import_torch_transformers", "keep_converted", "step"]
 
 
 def import_torch_transformers() -> tuple[Any, Any]:
@@ -52,7 +53,7 @@ def converted_gguf_folder(gguf: str | os.PathLike[str]) -> Path:
     return default_cache_path().parent / "models" / "transformers" / f"{p.stem}-{tag}"
 
 
-def checkpoint_source(source: str, progress: bool | None) -> tuple[str, str | None]:
+def checkpoint_source(source: str) -> tuple[str, str | None]:
     """(folder or hub name, GGUF file name in it or None); a GGUF already converted loads from its folder."""
     p = Path(source).expanduser()
     if p.is_file():
@@ -61,13 +62,39 @@ def checkpoint_source(source: str, progress: bool | None) -> tuple[str, str | No
         done = converted_gguf_folder(p)
         if (done / ".converted").is_file():
             return str(done), None
-        if progress is not False:
-            print(f"calibkit: converting {p.name} for transformers (dequantized; once, kept in {done}) ...",
-                  file=sys.stderr, flush=True)
         return str(p.parent.resolve()), p.name
     if p.is_dir():
         return str(p.resolve()), None
     return source, None
+
+
+def conversion_message(gguf: str | os.PathLike[str], target: str | os.PathLike[str], size: int | None = None) -> str:
+    """The step said before a GGUF is converted: what is done, about how long it takes, and that it is done once.
+
+    ``size`` is the file's size in bytes (None: read from the file). The time is a rough
+    rule, a minute for each 250 MB (the bundled gemma-3-270m, 253 MB, took 50 to 80 s).
+
+    >>> print(conversion_message("/m/gemma.gguf", "/c/models/transformers/gemma-1a2b", size=253_000_000))
+    converting gemma.gguf for transformers: reading and dequantizing the GGUF to float32 takes about
+    1 minute, once; the converted checkpoint is kept in /c/models/transformers/gemma-1a2b, from which
+    later loads take seconds
+    """
+    p = Path(gguf)
+    size = p.stat().st_size if size is None else size
+    minutes = max(1, round(size / 250e6))
+    return (f"converting {p.name} for transformers: reading and dequantizing the GGUF to float32 takes about "
+            f"{minutes} minute{'s' if minutes > 1 else ''}, once; the converted checkpoint is kept in {target}, "
+            "from which later loads take seconds")
+
+
+def step(message: str) -> None:
+    """:func:`calibkit.progress.say` a step, with any progress bar on the terminal cleared
+    while the line is written and drawn again after it (a bar already shown, such as
+    scoring's ``0/N`` while the model loads, would otherwise run into the line)."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=sys.stderr):
+        say(message)
 
 
 def hub_error(name: str, why: str) -> FileNotFoundError:
@@ -100,9 +127,10 @@ def check_hub_reachable(name: str) -> None:
         raise hub_error(name, f"{host} cannot be resolved: {e.strerror or e}; no network?") from None
 
 
-def keep_converted(model: Any, tokenizer: Any, gguf: Path, progress: bool | None) -> None:
+def keep_converted(model: Any, tokenizer: Any, gguf: Path) -> None:
     """Save a model dequantized from ``gguf`` to :func:`converted_gguf_folder`, atomically."""
     target = converted_gguf_folder(gguf)
+    step(f"saving the converted checkpoint to {target} ...")
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     # transformers refuses to save a model that says it is GGUF-quantized; its weights are
     # plain dequantized tensors, so drop the marker and save them as they are.

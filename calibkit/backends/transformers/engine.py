@@ -19,7 +19,8 @@ import numpy as np
 from ..base import TopK
 from ..context import check_context
 from ..pieces import TokenBytes, token_text
-from .checkpoint import check_hub_reachable, checkpoint_source, hub_error, import_torch_transformers, keep_converted
+from .checkpoint import (check_hub_reachable, checkpoint_source, conversion_message, converted_gguf_folder, hub_error,
+                         import_torch_transformers, keep_converted, step)
 
 __all__ = ["Decoder", "Engine", "LoadKey", "OutOfMemory", "common_prefix", "cut_cache", "engine_for"]
 
@@ -34,19 +35,26 @@ class LoadKey:
 class Engine:
     """One model and tokenizer in memory, shared by every TransformersModel with the same key."""
 
-    def __init__(self, key: LoadKey, progress: bool | None):
+    def __init__(self, key: LoadKey):
         torch, transformers = import_torch_transformers()
         self.torch = torch
         self.lock = threading.RLock()
         self.device = torch.device(key.device)
-        folder, gguf_file = checkpoint_source(key.source, progress)
+        folder, gguf_file = checkpoint_source(key.source)
         if not Path(folder).exists():
             check_hub_reachable(folder)
         kwargs: dict[str, Any] = {"trust_remote_code": key.trust_remote_code}
         if gguf_file is not None:
             kwargs["gguf_file"] = gguf_file
+            # The first load of a GGUF is long and the scoring bar stands still meanwhile: say
+            # what is done, and each part as it starts.
+            gguf = Path(folder) / gguf_file
+            step(conversion_message(gguf, converted_gguf_folder(gguf)))
+            step(f"reading the tokenizer from {gguf_file} ...")
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
+            if gguf_file is not None:
+                step(f"reading and dequantizing the weights of {gguf_file} ...")
             dtype = "auto" if key.dtype == "auto" else getattr(torch, key.dtype)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
         except OSError as e:
@@ -55,7 +63,7 @@ class Engine:
             raise hub_error(key.source, str(e).splitlines()[0][:160]) from None
         self.model.to(self.device).eval()
         if gguf_file is not None:
-            keep_converted(self.model, self.tokenizer, Path(folder) / gguf_file, progress)
+            keep_converted(self.model, self.tokenizer, Path(folder) / gguf_file)
         self.config = self.model.config.get_text_config()
         self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
         self.max_len = int(getattr(self.config, "max_position_embeddings", 0) or 1 << 30)
@@ -171,10 +179,10 @@ _ENGINES: dict[LoadKey, Engine] = {}
 _LOADING = threading.Lock()
 
 
-def engine_for(key: LoadKey, progress: bool | None) -> Engine:
+def engine_for(key: LoadKey) -> Engine:
     with _LOADING:
         if key not in _ENGINES:
-            _ENGINES[key] = Engine(key, progress)
+            _ENGINES[key] = Engine(key)
         return _ENGINES[key]
 
 

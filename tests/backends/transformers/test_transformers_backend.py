@@ -3,6 +3,7 @@ forward pass of the same transformers model, and against the embedded llama.cpp 
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import numpy as np
@@ -33,6 +34,25 @@ def _reference(model: ck.TransformersModel, prompt: str, form: str) -> list[floa
         logits = lm.model(torch.tensor([ids])).logits[0].double()
     lp = torch.log_softmax(logits, dim=-1)
     return [float(lp[P - 1 + j, ids[P + j]]) for j in range(len(ids) - P)]
+
+
+def test_the_first_load_of_a_gguf_says_what_it_does_how_long_and_each_part_as_it_starts(hf_model_load) -> None:
+    # The session's one conversion happens in the hf_model fixture (tests/conftest.py), which keeps
+    # what the calibkit.steps logger said meanwhile; a second conversion here would cost a minute.
+    if not hf_model_load.converted:
+        pytest.skip("an earlier test of this run converted the GGUF before the hf_model fixture loaded it")
+    steps = hf_model_load.steps
+    assert steps, "the conversion said nothing on the calibkit.steps logger"
+    # the folder under the session's cache (this test's cache folder is another, its models/ the same)
+    kept = f"models/transformers/{converted_gguf_folder(hf_model_load.model.source).name}"
+    assert steps[0].startswith("converting gemma-3-270m-q4_k_m.gguf for transformers: reading and dequantizing")
+    assert "takes about 1 minute, once" in steps[0] and kept in steps[0]
+    parts = ["reading the tokenizer from gemma-3-270m-q4_k_m.gguf",
+             "reading and dequantizing the weights of gemma-3-270m-q4_k_m.gguf",
+             "saving the converted checkpoint to "]
+    at = [next((i for i, s in enumerate(steps) if s.startswith(p)), None) for p in parts]
+    assert None not in at and at == sorted(at), steps  # each part said, in the order they run
+    assert steps[at[-1]].endswith(f"{kept} ...")
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -115,11 +135,14 @@ def test_bos_and_tokens_match_the_embedded_model(hf_model, local_model) -> None:
     assert hf_model.token_text(lone_byte) == local_model.token_text(lone_byte)
 
 
-def test_the_converted_gguf_is_kept_and_loads_as_a_folder(hf_model) -> None:
+def test_the_converted_gguf_is_kept_and_loads_as_a_folder(hf_model, caplog) -> None:
     folder = converted_gguf_folder(hf_model.source)
     assert (folder / ".converted").is_file() and (folder / "config.json").is_file()
     again = ck.TransformersModel(folder, cache=False)
     assert again.name == folder.name
+    with caplog.at_level(logging.INFO, logger="calibkit.steps"):
+        again.engine
+    assert not [r.getMessage() for r in caplog.records if r.name == "calibkit.steps"]  # no conversion to say
     prompt = TPL.format(text="a dull mess")
     a = again.continuation_logprobs([(prompt, " negative")])[0]
     b = hf_model.continuation_logprobs([(prompt, " negative")])[0]
