@@ -307,11 +307,13 @@ class Verbalizer:
             forms = [fs] if isinstance(fs, str) else list(fs)
             if not forms or not all(isinstance(f, str) and f for f in forms):
                 raise ValueError(f"class {c!r} needs at least one non-empty surface form (got {fs!r})")
-            for f in forms:
+            for i, f in enumerate(forms):
+                if f in forms[:i]:
+                    raise ValueError(f"the form {f!r} is given twice for class {c!r}; give each form once")
                 if f in seen:
                     raise ValueError(f"the form {f!r} is given for both {seen[f]!r} and {c!r}; each form belongs to one class")
                 seen[f] = c
-            self.forms.append(list(dict.fromkeys(forms)))
+            self.forms.append(forms)
 
     @property
     def mapping(self) -> dict[Hashable, list[str]]:

@@ -64,6 +64,14 @@ def test_verbalizer() -> None:
         Verbalizer({"a": [], "b": " y"})
 
 
+def test_a_form_repeated_within_a_class_names_that_class_once() -> None:
+    with pytest.raises(ValueError) as e:
+        Verbalizer({"positive": [" good", " good"], "negative": " bad"})
+    assert str(e.value) == "the form ' good' is given twice for class 'positive'; give each form once"
+    with pytest.raises(ValueError, match="given for both 'positive' and 'negative'"):
+        Verbalizer({"positive": [" good"], "negative": [" bad", " good"]})
+
+
 def test_text_traps() -> None:
     kinds = [t.kind for t in check_traps(PromptTemplate("Sentiment: {text} "), Verbalizer({"a": " Good", "b": " good "}))]
     assert kinds == ["trailing-space", "case-variant"]
