@@ -324,7 +324,17 @@ class LogprobClassifier(ClassifierMixin, BaseEstimator):
         self.calibrator_ = self._make_calibrator(X, len(names))
         scores = self.vectorizer_.transform(X)
         fit_labels = np.arange(len(names)) if isinstance(self.calibration, str) else self.classes_
-        self.calibrator_.fit(scores, fit_labels[y_idx])
+        try:
+            self.calibrator_.fit(scores, fit_labels[y_idx])
+        except ValueError:
+            if fit_labels is self.classes_ or len(set(y_idx.tolist())) > 1:
+                raise
+            # The calibrator saw column indices; the user gave labels: name the label.
+            label = np.asarray(self.classes_).tolist()[int(y_idx[0])]
+            raise ValueError(
+                f"y holds 1 class only ([{label!r}]); calibration={self.calibration!r} needs calibration labels of "
+                "at least 2 classes to learn from: add examples of another class to X and y"
+            ) from None
         self._fit_labels = fit_labels
         learnt = getattr(self.calibrator_, "classes_", None)
         if learnt is not None and len(learnt) < len(fit_labels):

@@ -397,3 +397,12 @@ def test_a_missing_example_is_an_error_before_anything_is_scored() -> None:
     with pytest.raises(ValueError, match=r"example 1 \(1 of 3\) has no value for field 'text'"):
         ck.LogprobClassifier(model, TPL, THREE, calibration="domain").fit(X, ["pos", "neg", "neg"])
     assert model.requests_made == 0
+
+
+def test_y_of_one_class_is_named_by_its_label(cached_model) -> None:
+    X, _ = _data(4)
+    for calibration in ("temperature", "contextual+temperature"):
+        with pytest.raises(ValueError) as e:
+            ck.LogprobClassifier(cached_model, TPL, VERB, calibration=calibration).fit(X, ["pos"] * 4)
+        assert "y holds 1 class only (['pos'])" in str(e.value) and "[1]" not in str(e.value), str(e.value)
+        assert f"calibration={calibration!r}" in str(e.value)
