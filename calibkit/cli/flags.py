@@ -170,7 +170,8 @@ def data_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
                    help="use only N examples: the first N, or a seeded sample with --shuffle or --stratify")
     g.add_argument("--shuffle", action="store_true", help="with --limit: a random sample of N rows (--seed)")
     g.add_argument("--stratify", action="store_true",
-                   help="with --limit: a random sample of N rows with each class in its share of the data (--seed)")
+                   help="with --limit: a random sample of N rows with each class in its share of the data (--seed); "
+                        "without --limit every row is taken (eval's calibration split is stratified by label anyway)")
     again = "; repeat to compare several" if several else ""
     g.add_argument("--template", action="append" if several else "store",
                    help="prompt template overriding the data set's, e.g. 'Review: {text}\\nSentiment:' "

@@ -53,7 +53,12 @@ def select(
     DataFrame or texts have none: give both). Rows with no text or no label are an error
     naming them, or with ``drop_missing=True`` dropped, saying how many. ``limit`` keeps
     that many rows: the first, or a seeded sample (``shuffle=True``, or ``stratify=True``
-    for each class in its share).
+    for each class in its share). ``stratify=True`` without ``limit`` takes every row (a
+    study's calibration/held-out split is stratified by label anyway); ``shuffle=True``
+    needs ``limit``.
+
+    >>> len(select("truefalse", stratify=True))
+    400
     """
     _check_sample(limit, shuffle, stratify)
     if text_column is not None and not isinstance(text_column, str) and len(text_column) == 1:
@@ -79,6 +84,9 @@ def select(
     if limit is not None:
         frame, how = take_sample(ds.frame, ds.label_column, limit, shuffle=shuffle, stratify=stratify, seed=seed)
         ds = replace(ds, frame=frame, selected=how)
+    elif stratify:
+        say(f"stratify=True with no limit=: all {len(ds.frame)} rows are taken, so no sample is drawn (a study's "
+            "calibration and held-out split is stratified by label in any case)")
     return ds
 
 
@@ -138,8 +146,8 @@ def _check_sample(limit: int | None, shuffle: bool, stratify: bool) -> None:
         raise ValueError(f"limit= must be a whole number of rows, at least 1 (got {limit!r})")
     if shuffle and stratify:
         raise ValueError("shuffle=True and stratify=True are two ways to draw the limit= sample; give one")
-    if (shuffle or stratify) and limit is None:
-        raise ValueError(f"{'shuffle' if shuffle else 'stratify'}=True draws the limit= sample; give limit=N")
+    if shuffle and limit is None:
+        raise ValueError("shuffle=True draws the limit= sample; give limit=N")
 
 
 def _template(t: PromptTemplate | str | None) -> PromptTemplate | None:

@@ -49,6 +49,8 @@ def test_a_toml_study_gives_the_numbers_of_the_same_flags(capsys, tmp_path, fake
     ('method = "fast"\n', ["method must be one of auto, topk, exact"]),
     ("verbalizers = [3]\n", ["verbalizers[0] must be a table of class = form(s)"]),
     ("limit = 80\nlimit = 90\n", ["is not TOML"]),
+    ('[templates]\nplain = "{text}:"\n[verbalizers.plain]\nnegative = " no"\npositive = " yes"\n',
+     ["'plain' names a template and a verbalizer; give them different names"]),
 ])
 def test_a_bad_study_file_is_one_line_naming_the_key(capsys, no_model, tmp_path, toml, words) -> None:
     config = tmp_path / "study.toml"
@@ -75,3 +77,39 @@ def test_a_bad_study_is_one_line_before_the_model(capsys, no_model, extra, words
     line = one_line_error(capsys, ["eval", "sentiment", "--limit", "20", "--stratify", "--model", "m1", *extra])
     for w in words:
         assert w in line, line
+
+
+README_STUDY = '''
+dataset = "sentiment"
+stratify = true
+calibrators = ["temperature"]
+metrics = ["accuracy"]
+bootstrap = 10
+baseline = "plain"
+out = "report"
+[templates]
+plain = "Review: {text}\\nSentiment:"
+question = "{text}\\nWas that review positive or negative? Answer:"
+[verbalizers.words]
+negative = " negative"
+positive = " positive"
+[verbalizers.other]
+negative = " bad"
+positive = " good"
+'''
+
+
+@pytest.mark.filterwarnings("ignore:temperature reached the bound")  # the fake scores are noise
+def test_the_readme_study_with_a_second_verbalizer_and_no_limit(capsys, tmp_path, fake_models) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text(README_STUDY)
+    assert cli.main(["eval", "--config", str(config)]) == 0
+    info = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    # "plain" is the plain template with the first verbalizer; stratify = true with no limit takes every row
+    assert info["baseline"] == "plain · words · fake-model · uncalibrated"
+    assert capsys.readouterr().out.startswith("sentiment: 300 examples (150 to calibrate, 150 held out)")
+    config.write_text(README_STUDY.replace('baseline = "plain"', 'baseline = "other/temperature"')
+                      .replace('out = "report"', 'out = "other"'))
+    assert cli.main(["eval", "--config", str(config)]) == 0
+    info = json.loads((tmp_path / "other" / "evaluation.json").read_text())
+    assert info["baseline"] == "plain · other · fake-model · temperature"

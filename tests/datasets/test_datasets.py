@@ -258,3 +258,12 @@ def test_hf_rows_with_no_text_are_named_by_position(monkeypatch: pytest.MonkeyPa
     with pytest.warns(UserWarning, match="dropped 3 of 5"):
         ds = load_dataset("hf:fake", split="validation", missing="drop")
     assert ds.frame.text.tolist() == ["good", "dull"] and ds.dropped.rows == [1, 2, 3] and ds.classes == ["neg", "pos"]
+
+
+def test_stratify_without_limit_takes_every_row_and_shuffle_needs_a_limit() -> None:
+    from calibkit.datasets.selection import select
+
+    ds = select("truefalse", stratify=True)
+    assert len(ds.frame) == 400 and ds.label_counts() == load_dataset("truefalse").label_counts()
+    with pytest.raises(ValueError, match=r"shuffle=True draws the limit= sample; give limit=N"):
+        select("truefalse", shuffle=True)
