@@ -91,8 +91,23 @@ class TokenizationError(ValueError):
     """
 
 
-def _merge_error(prompt: str, form: str, which: str = "the prompt") -> TokenizationError:
-    """The error for a form that merges with the end of ``prompt``: names both and says the fix."""
+def _merge_error(prompt: str, form: str, which: str = "the prompt", template: PromptTemplate | None = None,
+                 verbalizer: Verbalizer | None = None) -> TokenizationError:
+    """The error for a form that merges with the end of ``prompt``: names both and says the fix.
+
+    Where the template ends in a space and the form starts with one (the "trailing-space"
+    trap), that is the cause, and the error names the template (``template=``), which is
+    what to change.
+    """
+    if template is not None and template.template[-1:].isspace() and form[:1].isspace():
+        spaced = [f for f in (verbalizer.all_forms if verbalizer else [form]) if f[:1].isspace()]
+        space = "space" if template.template.endswith(" ") else "whitespace"
+        ends = "a space" if space == "space" else "whitespace"
+        return TokenizationError(
+            f"template={template.template!r} ends in {ends} and the forms {spaced} start with a space, so the "
+            f"form {form!r} merges with the template's end into one token and no log-probability belongs to the "
+            f"form alone; drop the trailing {space}: template={template.template.rstrip()!r}"
+        )
     tail = prompt if len(prompt) <= 40 else "..." + prompt[-40:]
     spaced = " " + form.lstrip()
     return TokenizationError(
@@ -154,7 +169,8 @@ def _topk(
     return fv, fc, cv, cc
 
 
-def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: bool | None) -> np.ndarray:
+def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: bool | None,
+           template: PromptTemplate | None = None, verbalizer: Verbalizer | None = None) -> np.ndarray:
     pairs = [(p, f) for p in prompts for f in forms]
     with progress_bar(len(pairs), progress, desc="exact", unit="form") as bar:
         answers = backend.continuation_logprobs(pairs, progress=bar.update)
@@ -162,16 +178,17 @@ def _exact(backend: Backend, prompts: list[str], forms: list[str], progress: boo
     for idx, ans in enumerate(answers):
         i, j = divmod(idx, len(forms))
         if ans is None:
-            raise _merge_error(prompts[i], forms[j], f"prompt {i}")
+            raise _merge_error(prompts[i], forms[j], f"prompt {i}", template, verbalizer)
         out[i, j] = ans.logprob
     return out
 
 
-def _check_form_tokens(prompt: str, forms: list[str], toks: list[list[str] | None], which: str) -> list[list[str]]:
+def _check_form_tokens(prompt: str, forms: list[str], toks: list[list[str] | None], which: str,
+                       template: PromptTemplate | None = None, verbalizer: Verbalizer | None = None) -> list[list[str]]:
     out = []
     for f, t in zip(forms, toks):
         if t is None:
-            raise _merge_error(prompt, f, which)
+            raise _merge_error(prompt, f, which, template, verbalizer)
         out.append(t)
     return out
 
@@ -246,12 +263,17 @@ def score(
     raw_tokens = backend.form_tokens(prompts[0], forms) if n and not exact_first else None
     if raw_tokens is not None:
         # A merge is an error, whatever the method and backend (see the module's doc), before any warning.
-        _check_form_tokens(prompts[0], forms, raw_tokens, "prompt 0")
+        _check_form_tokens(prompts[0], forms, raw_tokens, "prompt 0", template, verbalizer)
         if _ends_with_field(template):  # the seam differs from example to example
             for i, p in enumerate(prompts[1:], 1):
-                _check_form_tokens(p, forms, backend.form_tokens(p, forms), f"prompt {i}")
+                _check_form_tokens(p, forms, backend.form_tokens(p, forms), f"prompt {i}", template, verbalizer)
     if check and n:
-        warn_traps(check_traps(template, verbalizer, method=method, tokens=raw_tokens))
+        traps = check_traps(template, verbalizer, method=method, tokens=raw_tokens)
+        if raw_tokens is None and any(t.kind == "trailing-space" for t in traps):
+            # Exact scoring meets a merge only once it asks; the error is said before (instead of) the warning.
+            _check_form_tokens(prompts[0], forms, backend.form_tokens(prompts[0], forms), "prompt 0", template,
+                               verbalizer)
+        warn_traps(traps)
 
     fv = np.empty((n, F))
     fc = np.zeros((n, F), dtype=bool)
@@ -261,7 +283,7 @@ def score(
     if n == 0:
         pass
     elif exact_first:
-        fv = _exact(backend, prompts, forms, progress)
+        fv = _exact(backend, prompts, forms, progress, template, verbalizer)
         exact[:] = True
     else:
         k_used = k if k is not None else (backend.logprobs_cap or 20)
@@ -271,7 +293,7 @@ def score(
         shared = len({(t, c) for t, c in zip(first, form_class)}) > len(set(first))
         if method == "auto" and (any(multi) or shared):
             # Top-k cannot settle any example here: go straight to exact.
-            fv = _exact(backend, prompts, forms, progress)
+            fv = _exact(backend, prompts, forms, progress, template, verbalizer)
             exact[:] = True
         else:
             with progress_bar(n, progress, desc=f"top-{k_used}", unit="prompt") as bar:
@@ -282,7 +304,7 @@ def score(
             could_flip = (cc & (cv >= known.max(axis=1)[:, None])).any(axis=1)
             if could_flip.any():
                 sel = np.flatnonzero(could_flip)
-                fv[sel] = _exact(backend, [prompts[i] for i in sel], forms, progress)
+                fv[sel] = _exact(backend, [prompts[i] for i in sel], forms, progress, template, verbalizer)
                 fc[sel] = False
                 exact[sel] = True
 

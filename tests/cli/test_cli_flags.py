@@ -192,3 +192,24 @@ def test_model_flags_that_contradict_are_one_line(capsys, argv, words) -> None:
     line = one_line_error(capsys, argv)
     for w in words:
         assert w in line, line
+
+
+@pytest.mark.parametrize("command", ["eval", "score"])
+def test_a_template_ending_in_a_space_names_the_template_and_the_fix(capsys, local_model, command) -> None:
+    # eval meets it first in the default contextual calibrator's content-free inputs ("N/A", ...)
+    line = one_line_error(capsys, [command, "sentiment", "--limit", "8", "--stratify",
+                                   "--template", "Review: {text}\\nSentiment: "])
+    assert line.startswith(f"calibkit {command}: --template 'Review: {{text}}\\nSentiment: ' ends in a space and "
+                           "the forms [' negative', ' positive'] start with a space"), line
+    assert line.endswith("drop the trailing space: --template 'Review: {text}\\nSentiment:'"), line
+    assert "--calibrators" not in line and "contextual" not in line and "start the forms with" not in line
+
+
+def test_stratify_without_limit_takes_every_row(capsys, fake_models, tmp_path) -> None:
+    assert cli.main(["eval", "sentiment", "--stratify", "--calibrators", "temperature", "--metrics", "accuracy",
+                     "--bootstrap", "10", "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr()
+    assert "calibkit: --stratify with no --limit: all 300 rows are taken" in out.err, out.err
+    assert out.out.startswith("sentiment: 300 examples (150 to calibrate, 150 held out)"), out.out
+    assert one_line_error(capsys, ["score", "sentiment", "--shuffle"]) == \
+        "calibkit score: --shuffle draws the --limit sample; give --limit N"
