@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python >= 3.10 and pip:
 #   make demo   creates .venv, installs everything, runs the main job (calibkit eval) on the embedded model
-#   make test   the same install, then the whole test suite
+#   make test   the same install (and Debian's chromium for the browser test), then the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -28,7 +28,15 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/calibkit eval
 
-test: install $(REFS)
+# tests/test_report_browser.py opens the reports in Debian's Chromium (it skips without it).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null && { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/tmp/calibkit-chromium.log 2>&1 || \
+		echo "make: could not install chromium, so the browser test will skip (/tmp/calibkit-chromium.log)" >&2
+
+test: install $(REFS) $(CHROMIUM)
 	$(PY) -m pytest
 
 # The bench extra: lm-evaluation-harness, transformers and gguf for benchmarks/bench_lmeval.py.
