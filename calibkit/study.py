@@ -137,8 +137,10 @@ class Study:
     - ``calibrators``: names of :data:`calibkit.names.CALIBRATIONS` ("a+b" chains them).
     - ``calibration_fraction``, ``bootstrap``, ``metrics``, ``seed``: the split, the
       intervals' resamples and the metrics (:func:`calibkit.evaluation.evaluate`);
-      ``baseline`` the row the others are compared with, ``alpha`` the conformal sets'
-      miss rate (:func:`calibkit.comparison.compare`; default 0.1 with several rows).
+      ``baseline`` the row the others are compared with (a template's name alone, among
+      several verbalizers, means it with the first verbalizer; a verbalizer's alone, the first
+      template), ``alpha`` the conformal sets' miss rate (:func:`calibkit.comparison.compare`;
+      default 0.1 with several rows).
     """
 
     def __init__(
@@ -339,8 +341,10 @@ class Study:
 
     def _baseline(self) -> str | tuple | None:
         b = self.baseline
-        if isinstance(b, str) and SEPARATOR.strip() not in b:
-            b = b.replace("/", SEPARATOR)
+        if isinstance(b, str):
+            if SEPARATOR.strip() not in b:
+                b = b.replace("/", SEPARATOR)
+            b = _pinned(b, list(self.templates), list(self.verbalizers))
         return b
 
     def _open(self, model: Any) -> Backend:
@@ -363,6 +367,30 @@ class Study:
             raise ValueError(f"all {len(y)} examples are labelled {y[0]!r}, and calibrating needs two classes or more"
                              + (": limit= took the first rows; add shuffle=True or stratify=True"
                                 if sel["limit"] and not (sel["shuffle"] or sel["stratify"]) else ""))
+
+
+def _pinned(baseline: str, templates: list[str], verbalizers: list[str]) -> str:
+    """``baseline`` with the first verbalizer added where it names a template alone among
+    several verbalizers (the first template where it names a verbalizer alone among several
+    templates): the first configuration that fits, as the default baseline is the first.
+
+    >>> _pinned("plain", ["plain", "question"], ["words", "other"])
+    'plain · words'
+    >>> _pinned("question · temperature", ["plain", "question"], ["words", "other"])
+    'question · words · temperature'
+    >>> _pinned("other", ["t1", "t2"], ["words", "other"]), _pinned("plain", ["plain"], ["v1"])
+    ('t1 · other', 'plain')
+    """
+    parts = [p.strip() for p in baseline.split(SEPARATOR.strip())]
+    t_at = next((i for i, p in enumerate(parts) if p in templates), None)
+    v_at = next((i for i, p in enumerate(parts) if p in verbalizers), None)
+    if t_at is not None and v_at is None and len(verbalizers) > 1:
+        parts.insert(t_at + 1, verbalizers[0])
+    elif v_at is not None and t_at is None and len(templates) > 1:
+        parts.insert(v_at, templates[0])
+    else:
+        return baseline
+    return SEPARATOR.join(parts)
 
 
 def _named(values: Any, param: str, prefix: str | None) -> dict[str, Any]:

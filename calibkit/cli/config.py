@@ -23,7 +23,7 @@ from typing import Any, Callable
 from ..names import METHODS
 from .flags import unescape
 
-__all__ = ["KEYS", "pin_baseline", "read_study_file"]
+__all__ = ["KEYS", "read_study_file"]
 
 #: The keys of a study file, each with what its value must be.
 KEYS = (
@@ -120,8 +120,6 @@ def read_study_file(path: str | Path) -> dict[str, Any]:
     if both:
         raise ValueError(f"{where}: {both[0]!r} names a template and a verbalizer; give them different names "
                          "(baseline names rows by them)")
-    if "baseline" in out:
-        out["baseline"] = pin_baseline(out["baseline"], out.get("templates"), out.get("verbalizers"))
     return out
 
 
@@ -130,38 +128,6 @@ def _names(values: Any, prefix: str) -> list[str]:
     if isinstance(values, dict):
         return list(values)
     return [f"{prefix}{i}" for i in range(1, len(values) + 1)] if values else []
-
-
-def pin_baseline(baseline: str, templates: Any, verbalizers: Any) -> str:
-    """``baseline`` with the first verbalizer added where it names a template alone among
-    several verbalizers (the first template where it names a verbalizer alone among
-    several templates): the first configuration that fits. ``templates`` and
-    ``verbalizers`` as a study takes them (a list, named t1 ... and v1 ..., or a table);
-    parts are joined by " · " or "/".
-
-    >>> words = {"words": {"neg": " no", "pos": " yes"}, "other": {"neg": " bad", "pos": " good"}}
-    >>> pin_baseline("plain", {"plain": "{text}:", "question": "{text}?"}, words)
-    'plain · words'
-    >>> pin_baseline("question/temperature", {"plain": "{text}:", "question": "{text}?"}, words)
-    'question · words · temperature'
-    >>> pin_baseline("other", ["{text}:", "{text}?"], words)
-    't1 · other'
-    >>> pin_baseline("plain", {"plain": "{text}:"}, None)
-    'plain'
-    """
-    from ..comparison import SEPARATOR
-
-    parts = [p.strip() for p in baseline.split(SEPARATOR.strip() if SEPARATOR.strip() in baseline else "/")]
-    t_names, v_names = _names(templates, "t"), _names(verbalizers, "v")
-    t_at = next((i for i, p in enumerate(parts) if p in t_names), None)
-    v_at = next((i for i, p in enumerate(parts) if p in v_names), None)
-    if t_at is not None and v_at is None and len(v_names) > 1:
-        parts.insert(t_at + 1, v_names[0])
-    elif v_at is not None and t_at is None and len(t_names) > 1:
-        parts.insert(v_at, t_names[0])
-    else:
-        return baseline
-    return SEPARATOR.join(parts)
 
 
 def _toml() -> Any:

@@ -141,3 +141,12 @@ def test_a_users_csv_says_the_template_and_forms_chosen_before_scoring_and_warns
     assert len(warned) == 1 and "median label mass" in warned[0] and "calibkit forms" in warned[0], err
     page = (tmp_path / "report" / "index.html").read_text()
     assert "median label mass" in page[page.index("Warnings raised during the run"):page.index("<h2>Metrics")]
+
+
+def test_a_baseline_naming_a_template_among_two_verbalizers_is_it_with_the_first(capsys, tmp_path, fake_models) -> None:
+    v2 = '{"negative": " bad", "positive": " good"}'
+    v1 = '{"negative": " negative", "positive": " positive"}'
+    assert cli.main(["eval", "sentiment", "--limit", "40", "--template", TEMPLATE_A, "--template", TEMPLATE_B,
+                     "--verbalizer", v1, "--verbalizer", v2, "--calibrators", "temperature", "--bootstrap", "20",
+                     "--baseline", "t2", "--out", str(tmp_path / "r")]) == 0
+    assert "baseline t2 · v1 · fake-model · uncalibrated" in capsys.readouterr().out
