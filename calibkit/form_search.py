@@ -227,9 +227,10 @@ def search_forms(
     for k, c in enumerate(classes):
         pool += [(k, f, "given") for f in given[c]] + [(k, f, "model") for f in proposed[c]]
     forms = [f for _, f, _ in pool]
-    dup = sorted({f for f in forms if forms.count(f) > 1})
-    if dup:
-        raise ValueError(f"the candidate(s) {dup} are given for two classes; each form belongs to one class")
+    for f in sorted({f for f in forms if forms.count(f) > 1}):  # within a class, _given kept each once
+        owners = [classes[k] for k, g, _ in pool if g == f]
+        raise ValueError(f"candidates= gives the form {f!r} for {owners[0]!r} and {owners[1]!r}; each form belongs "
+                         "to one class")
 
     pool_verbalizer = Verbalizer({f: f for f in forms})
     scores = _score_prompts(prompts, pool_verbalizer, backend, progress)
