@@ -105,26 +105,35 @@ def reference_llama(local_model):
 
 
 @pytest.fixture(scope="session")
-def bundled_scores(local_model, session_cache):
-    """``bundled_scores(name)``: a bundled data set scored by the embedded model, and its
-    content-free scores (``(dataset, scores, content_free)``), each set scored once per session
-    for every test that reads the same numbers (conformal coverage, selective thresholds), through
-    the session's response cache (where ``calibkit eval NAME`` finds them)."""
+def cached_model(local_model, session_cache):
+    """The embedded model answering through the session's response cache: the questions several
+    tests ask alike (a bundled set's scores, the first SST-2 dev examples) are asked of it once,
+    and ``calibkit eval`` run on the session's cache finds them."""
     import calibkit as ck
     from calibkit.cache import ResponseCache
-    from calibkit.datasets import load_dataset
 
-    done: dict = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CALIBKIT_CACHE_DIR", str(session_cache))
         model = ck.LocalModel(cache=ResponseCache(session_cache / "responses.sqlite"))
     assert model.identity == local_model.identity
+    return model
+
+
+@pytest.fixture(scope="session")
+def bundled_scores(cached_model):
+    """``bundled_scores(name)``: a bundled data set scored by the embedded model, and its
+    content-free scores (``(dataset, scores, content_free)``), each set scored once per session
+    for every test that reads the same numbers (conformal coverage, selective thresholds)."""
+    import calibkit as ck
+    from calibkit.datasets import load_dataset
+
+    done: dict = {}
 
     def scored(name: str):
         if name not in done:
             ds = load_dataset(name)
-            scores = ck.score(ds.X, ds.template, ds.verbalizer, model, progress=False)
-            cf = ck.content_free_scores(ds.template, ds.verbalizer, model, progress=False)
+            scores = ck.score(ds.X, ds.template, ds.verbalizer, cached_model, progress=False)
+            cf = ck.content_free_scores(ds.template, ds.verbalizer, cached_model, progress=False)
             done[name] = (ds, scores, cf)
         return done[name]
 

@@ -123,7 +123,7 @@ def test_a_top_k_api_ranks_the_given_candidates_exactly(local_model, tmp_path) -
     from calibkit.server import create_key
     from server_harness import ServerProcess
 
-    X, y = sst2("dev", 30)
+    X, y = sst2("dev", 18)
     template = "Review: {text}\nSentiment:"
     candidates = {0: [" negative", " bad"], 1: [" positive", " good"]}
     key, _ = create_key(tmp_path / "keys.json")

@@ -1,6 +1,6 @@
 """Reliability end to end: a real ``calibkit serve`` behind a fault-injecting proxy.
 
-- the fault run: 600 prompts (300 requests) scored top-k through 10 % injected faults (429 with and
+- the fault run: 400 prompts (200 requests) scored top-k through 10 % injected faults (429 with and
   without Retry-After, 500, 502, 503, dropped connections, read timeouts, truncated and
   malformed 200 JSON) give exactly the embedded model's scores, nothing lost, the
   server asked each question once, and each body sent again only after a fault;
@@ -41,7 +41,7 @@ from server_harness import ServerProcess
 pytestmark = pytest.mark.model
 
 K = 3
-N_PROMPTS = 600  # 300 requests; benchmarks/reliability.py runs 2,000 prompts and more, with its load run
+N_PROMPTS = 400  # 200 requests; benchmarks/reliability.py runs 2,000 prompts and more, with its load run
 TIMEOUT = 3.0  # the client's timeout in the fault run, far above a two-prompt answer: an injected
 # read timeout costs this much
 RUN_LIMIT_S = 600  # bound on any subprocess of this module
@@ -78,7 +78,7 @@ def test_hundreds_of_requests_through_ten_percent_faults_score_as_without(server
     prompts = distinct_prompts(N_PROMPTS)
     want = local_model.top_k(prompts, k=K)
     with FaultProxy(server.base, rate=0.1, seed=7, sleep_s=TIMEOUT + 1.5, max_faults_per_body=2) as proxy:
-        # two prompts a request: 300 requests, some 30 of them faulty, so every kind of fault comes up
+        # two prompts a request: 200 requests, some 20 of them faulty, and every kind of fault comes up
         client = ck.Client(proxy.url, server.key, model="llama-8b", cache=False, max_prompts_per_request=2,
                            max_in_flight=4, timeout=TIMEOUT, max_retries=2)
         with client:
@@ -167,7 +167,7 @@ LIBRARY_RUN = textwrap.dedent("""
     from helpers import sst2
 
     base, key, out = sys.argv[1:4]
-    texts, _ = sst2("dev", n=150)
+    texts, _ = sst2("dev", n=80)
     with ck.Client(base, key, model="llama-8b", max_prompts_per_request=2, max_in_flight=2, timeout=60) as api:
         s = ck.score(texts, "Review: {text}\\nSentiment:", {0: " negative", 1: " positive"}, api,
                      method="topk", k=5, progress=False, check=False)
@@ -265,7 +265,7 @@ def test_a_library_run_killed_half_way_resumes_with_only_the_unfinished_question
         )
     whole = np.load(tmp_path / "whole" / "scores.npy")
     resumed = np.load(tmp_path / "cut" / "scores.npy")
-    assert whole.shape == (150, 2)
+    assert whole.shape == (80, 2)
     np.testing.assert_array_equal(resumed, whole)
 
 
@@ -275,7 +275,7 @@ def test_calibkit_eval_killed_half_way_resumes_and_writes_the_same_metrics(serve
         pytest.skip(f"no SST-2 at {data}")
     with FaultProxy(server.base, rate=0.0) as proxy:
         def cmd(cache: Path) -> list[str]:
-            return [sys.executable, "-m", "calibkit.cli", "eval", str(data), "--limit", "80", "--stratify",
+            return [sys.executable, "-m", "calibkit.cli", "eval", str(data), "--limit", "40", "--stratify",
                     "--api-base", proxy.url, "--model", "llama-8b", "--method", "topk", "-k", "5",
                     "--max-in-flight", "1", "--bootstrap", "50", "--out", str(cache / "report")]
 

@@ -79,15 +79,17 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
-def sst2_pairs(tmp_path_factory):
-    """200 SST-2 examples, their (prompt, form) pairs, and the in-process answers and scores."""
+def sst2_pairs(cached_model):
+    """200 SST-2 examples, their (prompt, form) pairs, and the in-process answers and scores
+    (the embedded model with the machine's threads, while the actors run one each: llama.cpp's
+    numbers do not depend on the thread count; through the session's cache, which other tests of
+    these examples share)."""
     texts = sst2("dev", 200)[0]
     pairs = [(TPL.format(text=t), f) for t in texts for f in VERB.values()]
-    # a cache of its own, so that score() reads what continuation_logprobs() asked
-    with ck.LocalModel(n_threads=1, cache=tmp_path_factory.mktemp("reference") / "c.sqlite") as reference:
-        want = reference.continuation_logprobs(pairs)
-        scores = ck.score(texts, TPL, VERB, reference)
-        assert reference.requests_made == len(set(pairs))
+    want = cached_model.continuation_logprobs(pairs)
+    asked = cached_model.requests_made
+    scores = ck.score(texts, TPL, VERB, cached_model)
+    assert cached_model.requests_made == asked  # score() read what continuation_logprobs() asked
     return texts, pairs, want, scores
 
 

@@ -48,7 +48,8 @@ def test_k_reaches_score_and_is_checked_against_the_endpoint_cap(monkeypatch, ca
     monkeypatch.setattr(calibkit.study, "score", fake_score(calls))
     open_with(monkeypatch, lambda *a, **kw: FakeBackend())
     base = [command, str(reviews), "--text-column", "review", "--label-column", "stars", "--method", "topk"]
-    extra = ["--calibrators", "temperature", "--bootstrap", "10", "--out", str(tmp_path / "r")] if command == "eval" else []
+    extra = (["--calibrators", "temperature", "--bootstrap", "10", "--out", str(tmp_path / "r"), "--overwrite"]
+             if command == "eval" else [])  # one run after another into one folder
     assert cli.main(base + extra + ["-k", "5"]) == 0
     assert calls and calls[-1]["k"] == 5 and calls[-1]["method"] == "topk"
     calls.clear()

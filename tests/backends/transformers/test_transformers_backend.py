@@ -87,10 +87,10 @@ def test_top_k_is_the_head_of_the_whole_distribution(hf_model) -> None:
     assert hf_model.top_tokens(prompt, 3) == list(top.items())[:3]
 
 
-def test_argmax_agrees_with_the_embedded_model_on_200_sst2_examples(hf_model, local_model) -> None:
+def test_argmax_agrees_with_the_embedded_model_on_200_sst2_examples(hf_model, cached_model) -> None:
     X, y = sst2("dev", 200)
     hf = ck.score(X, TPL, VERB, hf_model, method="exact", progress=False)
-    cpp = ck.score(X, TPL, VERB, local_model, method="exact", progress=False)
+    cpp = ck.score(X, TPL, VERB, cached_model, method="exact", progress=False)  # the Ray test's reference too
     agree = float(np.mean(np.asarray(hf.predict()) == np.asarray(cpp.predict())))
     assert agree >= 0.95, agree
     gap = np.abs(hf.logprobs - cpp.logprobs)
