@@ -33,7 +33,7 @@ from rows import parse
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["bench_scoring.py", "bench_serve.py", "bench_calibration.py", "bench_http.py", "bench_lmeval.py",
-              "bench_transformers.py", "bench_ray.py", "bench_forms.py"]
+              "bench_transformers.py", "bench_gguf_conversion.py", "bench_ray.py", "bench_forms.py"]
 VERSIONS = ["calibkit", "llama-cpp-python", "numpy", "scipy", "scikit-learn", "netcal", "torch",
             "lm-eval", "openai", "httpx", "transformers", "ray"]
 FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "fma", "f16c"]

@@ -1,6 +1,6 @@
 """schemathesis against calibkit serve's own OpenAPI document: no 5xx, no schema violation.
 
-The server runs with small limits (a 64-token context, max_tokens <= 4) so that every
+The server runs with small limits (a 64-token context, max_tokens <= 2, 2 prompts) so that every
 generated request is answered quickly. "Schema-valid request rejected" is left out:
 a prompt longer than the context is a legitimate 400 that OpenAPI cannot state.
 """
@@ -27,7 +27,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
     cmd = [str(st)] if st.exists() else [shutil.which("st") or "st"]
     key, _ = create_key(tmp_path / "keys.json")
     args = ["--model", "llama-8b", "--keys-file", str(tmp_path / "keys.json"), "--n-ctx", "64",
-            "--max-tokens-limit", "4", "--max-n", "2", "--max-prompts", "4", "--max-body-bytes", "65536"]
+            "--max-tokens-limit", "2", "--max-n", "2", "--max-prompts", "2", "--max-body-bytes", "65536"]
     with ServerProcess(args, tmp_path / "server") as srv:
         origin = srv.base.removesuffix("/v1")
         run = subprocess.run(

@@ -9,6 +9,7 @@ line, rather than after the hub client's minute of retries.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -16,13 +17,13 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ...cache import default_cache_path
 from ...progress import say
 
 __all__ = ["check_hub_reachable", "checkpoint_source", "conversion_message", "converted_gguf_folder", "hub_error",
-           "import_torch_transformers", "keep_converted", "step"]
+           "import_torch_transformers", "keep_converted", "one_gguf_reader", "step"]
 
 
 def import_torch_transformers() -> tuple[Any, Any]:
@@ -72,19 +73,22 @@ def conversion_message(gguf: str | os.PathLike[str], target: str | os.PathLike[s
     """The step said before a GGUF is converted: what is done, about how long it takes, and that it is done once.
 
     ``size`` is the file's size in bytes (None: read from the file). The time is a rough
-    rule, a minute for each 250 MB (the bundled gemma-3-270m, 253 MB, took 50 to 80 s).
+    rule, half a minute for each 250 MB (the bundled gemma-3-270m, 253 MB, took 27 to 35 s on
+    two cores).
 
     >>> print(conversion_message("/m/gemma.gguf", "/c/models/transformers/gemma-1a2b", size=253_000_000))
     converting gemma.gguf for transformers: reading and dequantizing the GGUF to float32 takes about
-    1 minute, once; the converted checkpoint is kept in /c/models/transformers/gemma-1a2b, from which
+    30 seconds, once; the converted checkpoint is kept in /c/models/transformers/gemma-1a2b, from which
     later loads take seconds
+    >>> conversion_message("/m/big.gguf", "/c", size=5_000_000_000).split(" takes ")[1][:22]
+    'about 10 minutes, once'
     """
     p = Path(gguf)
     size = p.stat().st_size if size is None else size
-    minutes = max(1, round(size / 250e6))
+    seconds = max(10, round(30 * size / 250e6, -1))
+    took = f"{seconds:.0f} seconds" if seconds < 90 else f"{round(seconds / 60)} minutes"
     return (f"converting {p.name} for transformers: reading and dequantizing the GGUF to float32 takes about "
-            f"{minutes} minute{'s' if minutes > 1 else ''}, once; the converted checkpoint is kept in {target}, "
-            "from which later loads take seconds")
+            f"{took}, once; the converted checkpoint is kept in {target}, from which later loads take seconds")
 
 
 def step(message: str) -> None:
@@ -155,3 +159,32 @@ def keep_converted(model: Any, tokenizer: Any, gguf: Path) -> None:
         tmp.rename(target)
     except OSError:  # another process kept it first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def one_gguf_reader() -> Iterator[None]:
+    """Within it, transformers' reads of one GGUF share one ``gguf.GGUFReader``.
+
+    transformers opens a GGUF three times in one load (the tokenizer, the config, the
+    weights), and each ``GGUFReader`` parses every metadata array again, one memmap read
+    per element: for gemma-3's 262,144-token vocabulary about ten seconds a time on two
+    cores. The reader only maps the file (read-only), so one serves all three; its
+    ``load_gguf_checkpoint`` looks the class up on the ``gguf`` module at each call, which
+    is where this puts a memo for the duration.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original

@@ -20,7 +20,7 @@ from ..base import TopK
 from ..context import check_context
 from ..pieces import TokenBytes, token_text
 from .checkpoint import (check_hub_reachable, checkpoint_source, conversion_message, converted_gguf_folder, hub_error,
-                         import_torch_transformers, keep_converted, step)
+                         import_torch_transformers, keep_converted, one_gguf_reader, step)
 
 __all__ = ["Decoder", "Engine", "LoadKey", "OutOfMemory", "common_prefix", "cut_cache", "engine_for"]
 
@@ -52,11 +52,12 @@ class Engine:
             step(conversion_message(gguf, converted_gguf_folder(gguf)))
             step(f"reading the tokenizer from {gguf_file} ...")
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
-            if gguf_file is not None:
-                step(f"reading and dequantizing the weights of {gguf_file} ...")
-            dtype = "auto" if key.dtype == "auto" else getattr(torch, key.dtype)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+            with one_gguf_reader():
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
+                if gguf_file is not None:
+                    step(f"reading and dequantizing the weights of {gguf_file} ...")
+                dtype = "auto" if key.dtype == "auto" else getattr(torch, key.dtype)
+                self.model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
         except OSError as e:
             if Path(folder).exists():
                 raise

@@ -3,6 +3,7 @@ forward pass of the same transformers model, and against the embedded llama.cpp 
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 
@@ -25,6 +26,7 @@ FEW_SHOT = ("Review: a triumph of style and heart\nSentiment: positive\n\n"
             "Review: {text}\nSentiment:")
 
 
+@functools.cache  # the two padding sides are checked against the same passes
 def _reference(model: ck.TransformersModel, prompt: str, form: str) -> list[float]:
     """log P of each of the form's tokens given what precedes it, by one plain forward pass of prompt + form."""
     lm = model.engine
@@ -46,7 +48,7 @@ def test_the_first_load_of_a_gguf_says_what_it_does_how_long_and_each_part_as_it
     # the folder under the session's cache (this test's cache folder is another, its models/ the same)
     kept = f"models/transformers/{converted_gguf_folder(hf_model_load.model.source).name}"
     assert steps[0].startswith("converting gemma-3-270m-q4_k_m.gguf for transformers: reading and dequantizing")
-    assert "takes about 1 minute, once" in steps[0] and kept in steps[0]
+    assert "takes about 30 seconds, once" in steps[0] and kept in steps[0]
     parts = ["reading the tokenizer from gemma-3-270m-q4_k_m.gguf",
              "reading and dequantizing the weights of gemma-3-270m-q4_k_m.gguf",
              "saving the converted checkpoint to "]
