@@ -88,7 +88,6 @@ def warnings_said(command: str) -> Iterator[None]:
     def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         print(f"calibkit {command}: warning: {flag_words(str(message))}", file=sys.stderr, flush=True)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
+    with warnings.catch_warnings():  # the filters as they are: libraries' deprecations stay unsaid
         warnings.showwarning = show
         yield
