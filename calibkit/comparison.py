@@ -96,7 +96,13 @@ class Comparison:
                 for name, reasons in ev.flags.items()}
 
     @property
-    def warnings(self) -> list[str]:
+    def fitted(self) -> dict[str, BaseEstimator]:
+        """Row -> its fitted calibrator (the rows with one)."""
+        return {f"{config}{SEPARATOR}{name}": est for config, ev in self.evaluations.items()
+                for name, est in ev.fitted.items()}
+
+    @property
+    def all_warnings(self) -> list[str]:
         """Every warning of the run: the run's own, then each fit's, named by its row."""
         fits = [f"{config}{SEPARATOR}{name}: {w}" for config, ev in self.evaluations.items()
                 for name, ws in ev.warnings.items() for w in ws]

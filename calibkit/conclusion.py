@@ -166,15 +166,7 @@ def conclude(result: Evaluation | Comparison) -> Conclusion:
     table, metrics = result.table, list(result.metrics)
     flagged = result.flags
     level = float(result.info.get("level", 0.95))
-    if hasattr(result, "evaluations"):  # a Comparison
-        baseline = result.baseline
-        fitted = {f"{config} · {name}": est for config, ev in result.evaluations.items()
-                  for name, est in ev.fitted.items()}
-        warnings = result.warnings
-    else:
-        baseline, fitted, warnings = "uncalibrated", dict(result.fitted), list(result.run_warnings)
-        for name, ws in result.warnings.items():
-            warnings += [f"{name}: {w}" for w in ws]
+    baseline = getattr(result, "baseline", "uncalibrated")  # an Evaluation's: the model's own scores
     metric = next((m for m in _PROPER if m in metrics), None)
     best = value = brier = versus = None
     if metric is not None:
@@ -194,8 +186,8 @@ def conclude(result: Evaluation | Comparison) -> Conclusion:
                                            seed=int(result.info.get("seed", 0)))
                     versus = (r.estimate, r.low, r.high)
     return Conclusion(metric=metric, best=best, value=value, brier=brier, baseline=baseline, versus=versus,
-                      level=level, flagged=flagged, did={n: describe_fit(e) for n, e in fitted.items()},
-                      warnings=list(dict.fromkeys(warnings)))
+                      level=level, flagged=flagged, did={n: describe_fit(e) for n, e in result.fitted.items()},
+                      warnings=result.all_warnings)
 
 
 def _span(table: Any, row: str, col: str) -> tuple[float, float, float]:

@@ -20,7 +20,6 @@ Example
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -33,7 +32,7 @@ from sklearn.model_selection import train_test_split
 from . import metrics as M
 from .conclusion import flags_of
 from .names import METRIC_NAMES
-from .progress import describe, progress_bar
+from .progress import describe, kept_warnings, progress_bar
 from .version import __version__
 
 __all__ = ["Evaluation", "METRICS", "evaluate", "metric_names", "split"]
@@ -78,6 +77,12 @@ class Evaluation:
         """Row -> why it is not to be trusted (:func:`calibkit.conclusion.flags_of`): only flagged rows."""
         found = {name: flags_of(p, self.warnings.get(name, ())) for name, p in self.probs.items()}
         return {name: reasons for name, reasons in found.items() if reasons}
+
+    @property
+    def all_warnings(self) -> list[str]:
+        """Every warning of the run: the run's own, then each fit's, named by its calibrator."""
+        fits = [f"{name}: {w}" for name, ws in self.warnings.items() for w in ws]
+        return list(dict.fromkeys([*self.run_warnings, *fits]))
 
     def probabilities(self) -> pd.DataFrame:
         """Each held-out example's probabilities and predicted class under every calibrator,
@@ -178,13 +183,9 @@ def evaluate(
         fitted, fit_warnings = {}, {}
         for name, cal in calibrators.items():
             describe(bar, f"fitting {name}")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with kept_warnings() as fit_warnings[name]:  # for the report, and still said to the caller
                 fitted[name] = clone(cal).fit(logp[idx_cal], np.array(classes, dtype=object)[y_cal].tolist())
                 probs[name] = np.asarray(fitted[name].predict_proba(logp[idx_eval]))
-            for w in caught:  # kept for the report, and still said to the caller
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            fit_warnings[name] = list(dict.fromkeys(str(w.message) for w in caught))
         rows = []
         for name, p in probs.items():
             row: dict[str, Any] = {"calibrator": name}

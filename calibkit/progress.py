@@ -11,11 +11,13 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any
+import warnings
+from typing import Any, Iterator
 
-__all__ = ["PROGRESS_DELAY", "STEPS", "describe", "progress_bar", "say"]
+__all__ = ["PROGRESS_DELAY", "STEPS", "describe", "kept_warnings", "progress_bar", "say"]
 
 #: The logger of what a long run is doing and what it decided (the sample drawn, the rows
 #: dropped); the command line prints it on stderr, a notebook shows it where logging is on.
@@ -49,3 +51,28 @@ def describe(bar: Any, text: str) -> None:
 def say(message: str) -> None:
     """Log a step of a run on :data:`STEPS`: what is being done, or what was decided."""
     STEPS.info(message)
+
+
+@contextlib.contextmanager
+def kept_warnings() -> Iterator[list[str]]:
+    """Keep what is warned within: the list it yields holds each warning's message once, when
+    it ends; and each warning is still said to the caller, as if never caught (a report lists
+    them, and a script's own filters still apply).
+
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")  # the caller's own filter, which the warning still meets
+    ...     with kept_warnings() as kept:
+    ...         warnings.warn("temperature reached the bound T = 100")
+    >>> kept
+    ['temperature reached the bound T = 100']
+    """
+    kept: list[str] = []
+    caught: list[Any] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield kept
+    finally:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        kept.extend(dict.fromkeys(str(w.message) for w in caught))

@@ -39,7 +39,7 @@ from .estimator import make_calibrator
 from .evaluation import Evaluation, metric_names
 from .label_scores import LabelScores
 from .names import BACKEND_OPTIONS, DEFAULT_CALIBRATORS, METHODS, check_calibrators
-from .progress import STEPS, say
+from .progress import STEPS, kept_warnings, say
 from .scoring import score
 from .templates import PromptTemplate, Verbalizer
 
@@ -249,68 +249,43 @@ class Study:
         it chose where none was given; after scoring it warns of forms the model almost never
         says (median label mass below :data:`LOW_LABEL_MASS`). Every warning of the run is kept
         in the results (``warnings``) and so in the report."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with kept_warnings() as run_warnings:
             data = self.load()
-            self._say_chosen(next(iter(data.values())))
-            scored = self._score(data)
-        for w in caught:  # kept for the report, and still said to the caller
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return self._compare(data, *scored, run_warnings=list(dict.fromkeys(str(w.message) for w in caught)))
+            first_ds = next(iter(data.values()))
+            self._say_chosen(first_ds)
+            y, classes = checked_labels(first_ds), first_ds.classes
+            opened = {}
+            # The default model's name is known once it is loaded, and the baseline may name it.
+            names = list(self.models)
+            if list(self.models.values()) == [None]:
+                opened[names[0]] = self._open(None)
+                names = [_short(opened[names[0]].model_name)]
+            cal_names = list(self.calibrators)
+            configs = [(tn, vn, mn) for mn in names for (tn, vn) in data]
+            base = baseline_row(self._baseline(), {c: cal_names for c in configs})
 
-    def _say_chosen(self, ds: Dataset) -> None:
-        if list(self.templates.values()) == [None]:
-            say(f"template {ds.template.template!r}: {self._whose(ds)} (templates= to give another)")
-        if list(self.verbalizers.values()) == [None]:
-            forms = "; ".join(f"{c!r}: {', '.join(map(repr, fs))}" for c, fs in zip(ds.classes, ds.verbalizer.forms))
-            say(f"label forms {forms}: {self._whose(ds)} (verbalizers= to give others; calibkit forms searches "
-                "for better ones)")
-
-    @staticmethod
-    def _whose(ds: Dataset) -> str:
-        return f"the {ds.name} data set's own" if ds.source == "bundled" else "calibkit's default for this data, as none was given"
-
-    def _score(self, data: dict[tuple[str, str], Dataset]) -> tuple:
-        first_ds = next(iter(data.values()))
-        y, classes = checked_labels(first_ds), first_ds.classes
-        opened = {}
-        # The default model's name is known once it is loaded, and the baseline may name it.
-        names = list(self.models)
-        if list(self.models.values()) == [None]:
-            opened[names[0]] = self._open(None)
-            names = [_short(opened[names[0]].model_name)]
-        cal_names = list(self.calibrators)
-        configs = [(tn, vn, mn) for mn in names for (tn, vn) in data]
-        base = baseline_row(self._baseline(), {c: cal_names for c in configs})
-
-        scores, cals, masses, about_models = {}, {}, {}, {}
-        for key, mn in zip(self.models, names):
-            backend = opened.pop(key, None) or self._open(self.models[key])
-            check_k(backend, self.k)
-            about_models[mn] = {"model": backend.model_name, "settings": backend.identity}
-            for (tn, vn), ds in data.items():
-                config = (tn, vn, mn)
-                cals[config] = self._calibrators(classes, backend, ds)
-                what = f"with {backend.model_name}" if self.single else f"of {SEPARATOR.join(config)}"
-                say(f"scoring {len(ds.frame)} examples {what} (method={self.method}) ...")
-                s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=self.method, k=self.k,
-                          progress=self.progress)
-                scores[config] = s
-                mass = float(np.median(s.label_mass))
-                masses[SEPARATOR.join(config)] = f"{mass:.4g}"
-                if mass < LOW_LABEL_MASS:
-                    warnings.warn(
-                        f"{SEPARATOR.join(config) if not self.single else 'the label forms'}: median label mass "
-                        f"{mass:.2g}, the model almost never says these forms after this template, so its "
-                        "probabilities over the classes rest on a sliver of its belief; find forms it says with "
-                        "calibkit forms (ck.search_forms), or give verbalizers=", LowLabelMassWarning, stacklevel=2)
-            del backend
-        return y, classes, configs, names, base, cal_names, scores, cals, masses, about_models
-
-    def _compare(self, data: dict[tuple[str, str], Dataset], y: list, classes: list, configs: list, names: list,
-                 base: str, cal_names: list, scores: dict, cals: dict, masses: dict, about_models: dict, *,
-                 run_warnings: list[str]) -> StudyResults:
-        first_ds = next(iter(data.values()))
+            scores, cals, masses, about_models = {}, {}, {}, {}
+            for key, mn in zip(self.models, names):
+                backend = opened.pop(key, None) or self._open(self.models[key])
+                check_k(backend, self.k)
+                about_models[mn] = {"model": backend.model_name, "settings": backend.identity}
+                for (tn, vn), ds in data.items():
+                    config = (tn, vn, mn)
+                    cals[config] = self._calibrators(classes, backend, ds)
+                    what = f"with {backend.model_name}" if self.single else f"of {SEPARATOR.join(config)}"
+                    say(f"scoring {len(ds.frame)} examples {what} (method={self.method}) ...")
+                    s = score(ds.frame[ds.fields], ds.template, ds.verbalizer, backend, method=self.method, k=self.k,
+                              progress=self.progress)
+                    scores[config] = s
+                    mass = float(np.median(s.label_mass))
+                    masses[SEPARATOR.join(config)] = f"{mass:.4g}"
+                    if mass < LOW_LABEL_MASS:
+                        warnings.warn(
+                            f"{SEPARATOR.join(config) if not self.single else 'the label forms'}: median label mass "
+                            f"{mass:.2g}, the model almost never says these forms after this template, so its "
+                            "probabilities over the classes rest on a sliver of its belief; find forms it says with "
+                            "calibkit forms (ck.search_forms), or give verbalizers=", LowLabelMassWarning, stacklevel=2)
+                del backend
         info = {
             "data": first_ds.name, "sample": first_ds.selected, "method": self.method,
             "templates": {tn: data[(tn, next(iter(self.verbalizers)))].template.template for tn in self.templates},
@@ -338,6 +313,18 @@ class Study:
         cmp.run_warnings = run_warnings
         return StudyResults(**{f.name: getattr(cmp, f.name) for f in fields(cmp)}, single=self.single,
                             scores={SEPARATOR.join(c): s for c, s in scores.items()})
+
+    def _say_chosen(self, ds: Dataset) -> None:
+        if list(self.templates.values()) == [None]:
+            say(f"template {ds.template.template!r}: {self._whose(ds)} (templates= to give another)")
+        if list(self.verbalizers.values()) == [None]:
+            forms = "; ".join(f"{c!r}: {', '.join(map(repr, fs))}" for c, fs in zip(ds.classes, ds.verbalizer.forms))
+            say(f"label forms {forms}: {self._whose(ds)} (verbalizers= to give others; calibkit forms searches "
+                "for better ones)")
+
+    @staticmethod
+    def _whose(ds: Dataset) -> str:
+        return f"the {ds.name} data set's own" if ds.source == "bundled" else "calibkit's default for this data, as none was given"
 
     def _baseline(self) -> str | tuple | None:
         b = self.baseline
