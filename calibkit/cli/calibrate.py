@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     chosen = check_calibrators(args.calibrators)
     path = args.scores
-    folder, fresh = report_folder(args.out, args.overwrite, os.path.splitext(os.path.basename(path))[0])
+    folder, fresh = report_folder(args.out, args.overwrite, path)
     f = read_scores(path, label_column=args.label_column)
     if f.labels is None:
         raise ValueError(f"{path} has no 'label' column (its columns are {[str(c) for c in f.frame.columns]}); "

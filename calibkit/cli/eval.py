@@ -4,7 +4,6 @@ it runs, and its report is written. One configuration or many, one flow."""
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from .config import KEYS, read_study_file
@@ -102,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     name, out = options.pop("dataset"), options.pop("out")
     extra = {k: v for k, v in backend_options(args).items() if k not in options}
     study = Study(name, **options, **extra, cache=False if args.no_cache else None)
-    folder, fresh = report_folder(out, args.overwrite, os.path.splitext(os.path.basename(str(name).rstrip("/")))[0])
+    folder, fresh = report_folder(out, args.overwrite, name)
     with warnings_said("eval"):
         results = study.run()
     info = results.info

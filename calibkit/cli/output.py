@@ -22,11 +22,12 @@ from .flags import flag_words
 
 def report_folder(out: str | None, overwrite: bool, data: str) -> tuple[Path, bool]:
     """The run's report folder, checked before anything is scored, and whether it is fresh under
-    ``reports/<data>/`` (then ``latest`` is pointed at it once it is written)."""
+    ``reports/<data>/`` (then ``latest`` is pointed at it once it is written); ``data`` is the
+    data set's name or file, whose stem names the folder."""
     from ..report import ReportFolderError, check_folder, slug
 
     if out is None:
-        base = Path("reports") / slug(data)
+        base = Path("reports") / slug(Path(str(data).rstrip("/")).stem)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder, k = base / stamp, 2
         while folder.exists():
